@@ -1,0 +1,527 @@
+#include "prefix_tree/radix_tree.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace prefixd {
+
+// One namespace: its root and its counters. Nodes point back to it.
+struct RadixNamespace {
+  CacheNamespace ns;
+  std::string name;  // ns.DisplayName()
+  std::unique_ptr<RadixNode> root;
+  int64_t query_tokens = 0;
+  int64_t hit_tokens = 0;
+  int64_t cached_blocks = 0;
+};
+
+struct RadixTree::NamespaceState : RadixNamespace {};
+
+// An edge: a run of full blocks. A root has no blocks; its parent_key is the namespace key.
+struct RadixNode {
+  RadixNamespace* ns = nullptr;
+  RadixNode* parent = nullptr;  // nullptr for a namespace root
+  BlockKey parent_key;          // key of the block just before keys[0]
+  std::vector<BlockKey> keys;   // keys[i]: chained key of block i
+  std::vector<BlockId> blocks;  // blocks[i]: the KV block holding block i
+  std::vector<TokenId> tokens;  // blocks.size() * block_size token ids
+  // Children by the key of their first block.
+  absl::flat_hash_map<BlockKey, std::unique_ptr<RadixNode>> children;
+  int32_t ref_count = 0;  // PrefixMatches whose path includes this node
+  int32_t pin_count = 0;  // Pins whose path includes this node
+  uint64_t last_access = 0;
+  uint64_t id = 0;  // creation order: breaks LRU ties deterministically
+  bool in_lru = false;
+
+  int num_blocks() const { return static_cast<int>(blocks.size()); }
+  bool held() const { return ref_count > 0 || pin_count > 0; }
+};
+
+// ---- PrefixMatch ----
+
+PrefixMatch::PrefixMatch(PrefixMatch&& other) noexcept
+    : node_(other.node_),
+      blocks_(std::move(other.blocks_)),
+      block_size_(other.block_size_),
+      state_(other.state_) {
+  other.node_ = nullptr;
+  other.blocks_.clear();
+  other.state_ = State::kEmpty;
+}
+
+PrefixMatch& PrefixMatch::operator=(PrefixMatch&& other) noexcept {
+  if (this != &other) {
+    PREFIXD_CHECK(state_ != State::kActive, "assigning over a PrefixMatch that was not released");
+    node_ = other.node_;
+    blocks_ = std::move(other.blocks_);
+    block_size_ = other.block_size_;
+    state_ = other.state_;
+    other.node_ = nullptr;
+    other.blocks_.clear();
+    other.state_ = State::kEmpty;
+  }
+  return *this;
+}
+
+// ---- RadixTree ----
+
+RadixTree::RadixTree(RadixTreeOptions options)
+    : block_size_(options.block_size), seed_(options.seed), hash_(options.hash) {
+  PREFIXD_CHECK(
+      block_size_ >= 1 && block_size_ <= kMaxBlockSize && (block_size_ & (block_size_ - 1)) == 0,
+      "block size must be a power of two in [1, ", kMaxBlockSize, "], got ", block_size_);
+  PREFIXD_CHECK(hash_ != nullptr, "no hash function");
+}
+
+RadixTree::~RadixTree() {
+  // Free deep chains iteratively: a recursive unique_ptr teardown could overflow the stack.
+  std::vector<std::unique_ptr<Node>> stack;
+  for (auto& [ns, state] : namespaces_) stack.push_back(std::move(state->root));
+  while (!stack.empty()) {
+    std::unique_ptr<Node> node = std::move(stack.back());
+    stack.pop_back();
+    for (auto& [key, child] : node->children) stack.push_back(std::move(child));
+  }
+}
+
+RadixTree::NamespaceState& RadixTree::GetOrCreateNamespace(const CacheNamespace& ns) {
+  auto it = namespaces_.find(ns);
+  if (it != namespaces_.end()) return *it->second;
+  auto state = std::make_unique<NamespaceState>();
+  state->ns = ns;
+  state->name = ns.DisplayName();
+  state->root = std::make_unique<Node>();
+  state->root->ns = state.get();
+  state->root->parent_key = NamespaceKey(seed_, ns);
+  state->root->id = next_node_id_++;
+  NamespaceState& ref = *state;
+  namespaces_.emplace(ns, std::move(state));
+  return ref;
+}
+
+BlockKey RadixTree::LastKey(const Node* node) const {
+  return node->keys.empty() ? node->parent_key : node->keys.back();
+}
+
+void RadixTree::Account(const Node* node, int sign) {
+  const int64_t n = int64_t{sign} * node->num_blocks();
+  cached_blocks_ += n;
+  node->ns->cached_blocks += n;
+  if (node->held()) held_blocks_ += n;
+  if (node->pin_count > 0) pinned_blocks_ += n;
+}
+
+void RadixTree::RemoveFromLru(Node* node) {
+  if (!node->in_lru) return;
+  lru_.erase(LruEntry{node->last_access, node->id, node});
+  node->in_lru = false;
+}
+
+void RadixTree::UpdateLru(Node* node) {
+  const bool evictable_leaf =
+      node->parent != nullptr && !node->held() && node->children.empty() && node->num_blocks() > 0;
+  if (evictable_leaf && !node->in_lru) {
+    lru_.insert(LruEntry{node->last_access, node->id, node});
+    node->in_lru = true;
+  } else if (!evictable_leaf && node->in_lru) {
+    RemoveFromLru(node);
+  }
+}
+
+void RadixTree::AddHold(Node* node, int delta_ref, int delta_pin) {
+  for (Node* n = node; n != nullptr; n = n->parent) {
+    RemoveFromLru(n);
+    Account(n, -1);
+    n->ref_count += delta_ref;
+    n->pin_count += delta_pin;
+    PREFIXD_CHECK(n->ref_count >= 0 && n->pin_count >= 0, "negative hold count on node ", n->id);
+    n->last_access = clock_;
+    Account(n, +1);
+    UpdateLru(n);
+  }
+}
+
+RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
+  PREFIXD_CHECK(keep_blocks > 0 && keep_blocks < node->num_blocks(), "bad split");
+  // The new node `head` takes the first keep_blocks blocks and `node` keeps the rest, so a
+  // PrefixMatch or pin that ends at `node` still ends at the same block.
+  Node* parent = node->parent;
+  auto it = parent->children.find(node->keys[0]);
+  PREFIXD_CHECK(it != parent->children.end() && it->second.get() == node, "broken child link");
+  std::unique_ptr<Node> owned = std::move(it->second);
+
+  auto head = std::make_unique<Node>();
+  head->ns = node->ns;
+  head->parent = parent;
+  head->parent_key = node->parent_key;
+  head->keys.assign(node->keys.begin(), node->keys.begin() + keep_blocks);
+  head->blocks.assign(node->blocks.begin(), node->blocks.begin() + keep_blocks);
+  head->tokens.assign(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
+  head->ref_count = node->ref_count;
+  head->pin_count = node->pin_count;
+  head->last_access = node->last_access;
+  head->id = next_node_id_++;
+
+  Account(node, -1);
+  node->keys.erase(node->keys.begin(), node->keys.begin() + keep_blocks);
+  node->blocks.erase(node->blocks.begin(), node->blocks.begin() + keep_blocks);
+  node->tokens.erase(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
+  node->parent = head.get();
+  node->parent_key = head->keys.back();
+  Account(node, +1);
+  Account(head.get(), +1);
+
+  Node* raw = head.get();
+  head->children.emplace(node->keys[0], std::move(owned));
+  it->second = std::move(head);  // same key: head's first block is node's old first block
+  return raw;
+}
+
+RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, int first_block,
+                                 std::vector<BlockId>& blocks) {
+  const int num_full = static_cast<int>(tokens.size() / block_size_);
+  int b = first_block;
+  while (b < num_full) {
+    const BlockKey key = hash_(seed_, LastKey(node), tokens.subspan(b * block_size_, block_size_));
+    auto it = node->children.find(key);
+    if (it == node->children.end()) break;
+    Node* child = it->second.get();
+    const int len = child->num_blocks();
+    int j = 0;
+    while (j < len && b + j < num_full &&
+           std::equal(child->tokens.begin() + j * block_size_,
+                      child->tokens.begin() + (j + 1) * block_size_,
+                      tokens.begin() + (b + j) * block_size_)) {
+      ++j;
+    }
+    if (j == 0) break;  // same key, other tokens: a collision, never a hit
+    if (j < len) child = Split(child, j);
+    blocks.insert(blocks.end(), child->blocks.begin(), child->blocks.end());
+    b += j;
+    node = child;
+    if (j < len) break;
+  }
+  return node;
+}
+
+PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
+  NamespaceState& state = GetOrCreateNamespace(ns);
+  ++clock_;
+  PrefixMatch match;
+  match.block_size_ = block_size_;
+  Node* end = Walk(state.root.get(), tokens, 0, match.blocks_);
+  AddHold(end, +1, 0);
+  match.node_ = end;
+  match.state_ = PrefixMatch::State::kActive;
+  state.query_tokens += static_cast<int64_t>(tokens.size());
+  state.hit_tokens += match.num_tokens();
+  return match;
+}
+
+InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
+                               absl::Span<const BlockId> blocks) {
+  PREFIXD_CHECK(match.active(), "Insert through a PrefixMatch that is not active");
+  ++clock_;
+  InsertResult result;
+  const int num_full =
+      static_cast<int>(std::min<size_t>(tokens.size() / block_size_, blocks.size()));
+  if (num_full <= match.num_blocks()) return result;
+  tokens = tokens.first(static_cast<size_t>(num_full) * block_size_);
+
+  // Blocks that are cached already (by another request since `match` was taken).
+  Node* const start = match.node_;
+  const int before = match.num_blocks();
+  Node* end = Walk(start, tokens, before, match.blocks_);
+  for (int i = before; i < match.num_blocks(); ++i) {
+    if (match.blocks_[i] != blocks[i]) result.duplicate_indices.push_back(i);
+  }
+
+  int b = match.num_blocks();
+  if (b < num_full) {
+    const BlockKey first_key =
+        hash_(seed_, LastKey(end), tokens.subspan(b * block_size_, block_size_));
+    if (end->children.contains(first_key)) {
+      // Walk stopped although a child has this key: its tokens differ. Keep ours private.
+      result.rejected_blocks = num_full - b;
+      ++hash_collisions_;
+    } else {
+      // Append blocks b..num_full. Extend `end` in place when nothing but this match can see
+      // it (a leaf, not pinned, held only by us); otherwise hang a new child under it.
+      const bool extend = end->parent != nullptr && end->children.empty() && end->pin_count == 0 &&
+                          end->ref_count == (end == start ? 1 : 0);
+      Node* target = end;
+      std::unique_ptr<Node> child;
+      if (extend) {
+        RemoveFromLru(end);
+        Account(end, -1);
+      } else {
+        child = std::make_unique<Node>();
+        child->ns = end->ns;
+        child->parent = end;
+        child->parent_key = LastKey(end);
+        child->last_access = clock_;
+        child->id = next_node_id_++;
+        target = child.get();
+      }
+      const int first_new = target->num_blocks();
+      BlockKey prev = LastKey(end);
+      for (int i = b; i < num_full; ++i) {
+        const auto block_tokens = tokens.subspan(i * block_size_, block_size_);
+        const BlockKey key = i == b ? first_key : hash_(seed_, prev, block_tokens);
+        target->keys.push_back(key);
+        target->blocks.push_back(blocks[i]);
+        target->tokens.insert(target->tokens.end(), block_tokens.begin(), block_tokens.end());
+        match.blocks_.push_back(blocks[i]);
+        prev = key;
+      }
+      if (child != nullptr) end->children.emplace(first_key, std::move(child));
+      Account(target, +1);
+      result.new_blocks = num_full - b;
+      inserted_blocks_ += result.new_blocks;
+      Emit(CacheEvent::Kind::kStored, target, first_new, result.new_blocks);
+      end = target;
+    }
+  }
+
+  // Move the hold to the new end: add first, so no node drops to zero in between.
+  AddHold(end, +1, 0);
+  AddHold(start, -1, 0);
+  match.node_ = end;
+  return result;
+}
+
+InsertResult RadixTree::Insert(const CacheNamespace& ns, absl::Span<const TokenId> tokens,
+                               absl::Span<const BlockId> blocks) {
+  NamespaceState& state = GetOrCreateNamespace(ns);
+  ++clock_;
+  PrefixMatch match;
+  match.block_size_ = block_size_;
+  match.node_ = state.root.get();
+  match.state_ = PrefixMatch::State::kActive;
+  AddHold(match.node_, +1, 0);
+  InsertResult result = Insert(match, tokens, blocks);
+  Release(match);
+  return result;
+}
+
+void RadixTree::Release(PrefixMatch& match) {
+  PREFIXD_CHECK(match.state_ != PrefixMatch::State::kReleased, "PrefixMatch released twice");
+  PREFIXD_CHECK(match.state_ == PrefixMatch::State::kActive,
+                "Release of a PrefixMatch that holds nothing (default-constructed or moved from)");
+  ++clock_;
+  AddHold(match.node_, -1, 0);
+  match.node_ = nullptr;
+  match.blocks_.clear();
+  match.state_ = PrefixMatch::State::kReleased;
+}
+
+int RadixTree::Pin(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
+  NamespaceState& state = GetOrCreateNamespace(ns);
+  ++clock_;
+  std::vector<BlockId> blocks;
+  Node* end = Walk(state.root.get(), tokens, 0, blocks);
+  if (blocks.empty()) return 0;
+  AddHold(end, 0, +1);
+  const size_t full = tokens.size() / block_size_ * block_size_;
+  pins_[{ns, std::vector<TokenId>(tokens.begin(), tokens.begin() + full)}].push_back(end);
+  return static_cast<int>(blocks.size()) * block_size_;
+}
+
+absl::StatusOr<int> RadixTree::Unpin(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
+  const size_t full = tokens.size() / block_size_ * block_size_;
+  auto it = pins_.find(std::pair(ns, std::vector<TokenId>(tokens.begin(), tokens.begin() + full)));
+  if (it == pins_.end()) {
+    return absl::NotFoundError(absl::StrCat("no pinned prefix of these ", tokens.size(),
+                                            " tokens in namespace '", ns.DisplayName(), "'"));
+  }
+  Node* end = it->second.back();
+  it->second.pop_back();
+  if (it->second.empty()) pins_.erase(it);
+  ++clock_;
+  AddHold(end, 0, -1);
+  int blocks = 0;
+  for (const Node* n = end; n != nullptr; n = n->parent) blocks += n->num_blocks();
+  return blocks * block_size_;
+}
+
+std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
+  std::vector<BlockId> evicted;
+  while (static_cast<int64_t>(evicted.size()) < num_blocks && !lru_.empty()) {
+    Node* leaf = std::get<2>(*lru_.begin());
+    const int take = static_cast<int>(
+        std::min<int64_t>(num_blocks - static_cast<int64_t>(evicted.size()), leaf->num_blocks()));
+    const int keep = leaf->num_blocks() - take;
+    RemoveFromLru(leaf);
+    Account(leaf, -1);
+    Emit(CacheEvent::Kind::kRemoved, leaf, keep, take);
+    evicted.insert(evicted.end(), leaf->blocks.rbegin(), leaf->blocks.rend() - keep);
+    evicted_blocks_ += take;
+    if (keep == 0) {
+      Node* parent = leaf->parent;
+      parent->children.erase(leaf->keys[0]);  // destroys leaf
+      UpdateLru(parent);
+    } else {
+      leaf->keys.resize(keep);
+      leaf->blocks.resize(keep);
+      leaf->tokens.resize(static_cast<size_t>(keep) * block_size_);
+      Account(leaf, +1);
+      UpdateLru(leaf);
+    }
+  }
+  return evicted;
+}
+
+std::vector<BlockId> RadixTree::Flush() { return Evict(std::numeric_limits<int64_t>::max()); }
+
+void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int count) {
+  ++sequence_;
+  if (!sink_) return;
+  CacheEvent event;
+  event.sequence = sequence_;
+  event.kind = kind;
+  event.ns = node->ns->name;
+  event.parent = first == 0 ? node->parent_key : node->keys[first - 1];
+  event.keys.assign(node->keys.begin() + first, node->keys.begin() + first + count);
+  sink_(event);
+}
+
+TreeStats RadixTree::Stats() const {
+  TreeStats s;
+  s.cached_blocks = cached_blocks_;
+  s.held_blocks = held_blocks_;
+  s.pinned_blocks = pinned_blocks_;
+  s.evictable_blocks = cached_blocks_ - held_blocks_;
+  s.inserted_blocks = inserted_blocks_;
+  s.evicted_blocks = evicted_blocks_;
+  s.hash_collisions = hash_collisions_;
+  for (const auto& [ns, state] : namespaces_) {
+    s.query_tokens += state->query_tokens;
+    s.hit_tokens += state->hit_tokens;
+    s.namespaces.push_back(
+        {state->name, state->query_tokens, state->hit_tokens, state->cached_blocks});
+  }
+  std::sort(s.namespaces.begin(), s.namespaces.end(),
+            [](const NamespaceStats& a, const NamespaceStats& b) { return a.name < b.name; });
+  return s;
+}
+
+std::vector<CacheEvent> RadixTree::Snapshot() const {
+  std::vector<const NamespaceState*> states;
+  for (const auto& [ns, state] : namespaces_) states.push_back(state.get());
+  std::sort(states.begin(), states.end(),
+            [](const NamespaceState* a, const NamespaceState* b) { return a->name < b->name; });
+  std::vector<CacheEvent> events;
+  std::vector<const Node*> stack;
+  for (const NamespaceState* state : states) {
+    stack.push_back(state->root.get());
+    while (!stack.empty()) {
+      const Node* node = stack.back();
+      stack.pop_back();
+      if (node->num_blocks() > 0) {
+        events.push_back(
+            {sequence_, CacheEvent::Kind::kStored, state->name, node->parent_key, node->keys});
+      }
+      for (const auto& [key, child] : node->children) stack.push_back(child.get());
+    }
+  }
+  return events;
+}
+
+std::vector<BlockId> RadixTree::CachedBlockIds() const {
+  std::vector<BlockId> ids;
+  std::vector<const Node*> stack;
+  for (const auto& [ns, state] : namespaces_) stack.push_back(state->root.get());
+  while (!stack.empty()) {
+    const Node* node = stack.back();
+    stack.pop_back();
+    ids.insert(ids.end(), node->blocks.begin(), node->blocks.end());
+    for (const auto& [key, child] : node->children) stack.push_back(child.get());
+  }
+  return ids;
+}
+
+absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId, int>& seen,
+                                  int64_t& cached, int64_t& held, int64_t& pinned) const {
+  const std::string where = absl::StrCat("node ", node->id, " in '", node->ns->name, "': ");
+  auto fail = [&](auto&&... parts) { return absl::InternalError(absl::StrCat(where, parts...)); };
+  if (node->ref_count < 0 || node->pin_count < 0) return fail("negative hold count");
+  if (node->keys.size() != node->blocks.size() ||
+      node->tokens.size() != node->blocks.size() * static_cast<size_t>(block_size_)) {
+    return fail("keys, blocks and tokens disagree in length");
+  }
+  if (node->parent != nullptr) {
+    if (node->num_blocks() == 0) return fail("empty edge");
+    if (node->parent_key != LastKey(node->parent)) return fail("parent key is stale");
+    BlockKey prev = node->parent_key;
+    for (int i = 0; i < node->num_blocks(); ++i) {
+      const BlockKey key = hash_(
+          seed_, prev, absl::MakeConstSpan(node->tokens).subspan(i * block_size_, block_size_));
+      if (key != node->keys[i]) return fail("key of block ", i, " does not match its tokens");
+      prev = key;
+    }
+  }
+  const bool should_be_in_lru =
+      node->parent != nullptr && !node->held() && node->children.empty() && node->num_blocks() > 0;
+  if (node->in_lru != should_be_in_lru ||
+      (node->in_lru &&
+       !lru_.contains(LruEntry{node->last_access, node->id, const_cast<Node*>(node)}))) {
+    return fail("eviction-list membership is wrong");
+  }
+  for (BlockId b : node->blocks) {
+    if (++seen[b] > 1) return fail("block ", b, " is cached twice");
+  }
+  cached += node->num_blocks();
+  if (node->held()) held += node->num_blocks();
+  if (node->pin_count > 0) pinned += node->num_blocks();
+
+  int64_t child_refs = 0, child_pins = 0;
+  for (const auto& [key, child] : node->children) {
+    if (child->parent != node) return fail("child ", child->id, " has another parent");
+    if (child->ns != node->ns) return fail("child ", child->id, " is in another namespace");
+    if (child->keys.empty() || child->keys[0] != key) return fail("child indexed by wrong key");
+    child_refs += child->ref_count;
+    child_pins += child->pin_count;
+    if (absl::Status s = CheckNode(child.get(), seen, cached, held, pinned); !s.ok()) return s;
+  }
+  if (child_refs > node->ref_count || child_pins > node->pin_count) {
+    return fail("children hold more than their parent");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RadixTree::CheckInvariants() const {
+  absl::flat_hash_map<BlockId, int> seen;
+  int64_t cached = 0, held = 0, pinned = 0;
+  absl::flat_hash_map<std::string, int64_t> per_ns;
+  for (const auto& [ns, state] : namespaces_) {
+    const Node* root = state->root.get();
+    if (root->parent != nullptr || root->num_blocks() != 0 ||
+        root->parent_key != NamespaceKey(seed_, ns)) {
+      return absl::InternalError(absl::StrCat("root of '", state->name, "' is malformed"));
+    }
+    const int64_t before = cached;
+    if (absl::Status s = CheckNode(root, seen, cached, held, pinned); !s.ok()) return s;
+    if (cached - before != state->cached_blocks) {
+      return absl::InternalError(absl::StrCat("namespace '", state->name, "' counts ",
+                                              state->cached_blocks, " blocks but holds ",
+                                              cached - before));
+    }
+  }
+  if (cached != cached_blocks_ || held != held_blocks_ || pinned != pinned_blocks_) {
+    return absl::InternalError(absl::StrCat(
+        "block counters (cached ", cached_blocks_, ", held ", held_blocks_, ", pinned ",
+        pinned_blocks_, ") disagree with the tree (", cached, ", ", held, ", ", pinned, ")"));
+  }
+  int64_t lru_nodes = 0;
+  for (const auto& entry : lru_) {
+    if (!std::get<2>(entry)->in_lru) return absl::InternalError("stale eviction-list entry");
+    ++lru_nodes;
+  }
+  (void)lru_nodes;
+  return absl::OkStatus();
+}
+
+}  // namespace prefixd

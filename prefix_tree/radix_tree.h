@@ -1,0 +1,214 @@
+// prefix_tree/radix_tree.h — maps hashed token blocks to reference-counted KV blocks.
+//
+// A compressed radix tree per cache namespace. Each edge (Node) holds a run of full blocks:
+// their keys, BlockIds and token ids. Children are found by the key of their first block;
+// a hit is confirmed by comparing token ids, never by the key alone.
+//
+// Ownership rule: a block inserted into the tree belongs to the tree. A request holds
+// blocks through a PrefixMatch, which pins (ref count +1) every node on its path; the tree
+// never evicts a held or pinned node. Blocks at ref count 0 stay cached as *evictable*
+// until Evict() or Flush() hands their BlockIds back to the caller (the PrefixCache).
+#ifndef PREFIXD_PREFIX_TREE_RADIX_TREE_H_
+#define PREFIXD_PREFIX_TREE_RADIX_TREE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "prefix_tree/block_hash.h"
+
+namespace prefixd {
+
+class RadixTree;
+struct RadixNode;  // an edge of the tree; defined in radix_tree.cc
+
+// A held path in the tree: the longest cached full-block prefix of some tokens.
+// Move-only. Must be passed to RadixTree::Release() exactly once (releasing twice, or a
+// moved-from match, is a checked error); the tree must outlive it.
+class PrefixMatch {
+ public:
+  PrefixMatch() = default;
+  PrefixMatch(PrefixMatch&& other) noexcept;
+  PrefixMatch& operator=(PrefixMatch&& other) noexcept;
+  PrefixMatch(const PrefixMatch&) = delete;
+  PrefixMatch& operator=(const PrefixMatch&) = delete;
+
+  int num_tokens() const { return num_blocks() * block_size_; }
+  int num_blocks() const { return static_cast<int>(blocks_.size()); }
+  // The cached blocks, in order: the first num_blocks() entries of a block table.
+  absl::Span<const BlockId> blocks() const { return blocks_; }
+  bool active() const { return state_ == State::kActive; }
+
+ private:
+  friend class RadixTree;
+  enum class State { kEmpty, kActive, kReleased };
+  RadixNode* node_ = nullptr;  // deepest node of the path; the match ends at its end
+  std::vector<BlockId> blocks_;
+  int block_size_ = 0;
+  State state_ = State::kEmpty;
+};
+
+struct InsertResult {
+  int new_blocks = 0;  // blocks of the caller now owned by the tree
+  // Indices into the `blocks` argument whose tokens were already cached under another
+  // BlockId: the caller should free its copy and use PrefixMatch::blocks()[index].
+  std::vector<int> duplicate_indices;
+  // Blocks not cached because a different block had the same key (a hash collision).
+  // They, and every block after them, stay the caller's.
+  int rejected_blocks = 0;
+};
+
+struct CacheEvent {
+  enum class Kind { kStored, kRemoved };
+  uint64_t sequence = 0;  // strictly increasing per tree
+  Kind kind = Kind::kStored;
+  std::string ns;   // CacheNamespace::DisplayName()
+  BlockKey parent;  // kStored: key of the block before keys[0] (or the namespace key)
+  std::vector<BlockKey> keys;
+};
+using CacheEventSink = std::function<void(const CacheEvent&)>;
+
+struct NamespaceStats {
+  std::string name;
+  int64_t query_tokens = 0;
+  int64_t hit_tokens = 0;
+  int64_t cached_blocks = 0;
+};
+
+struct TreeStats {
+  int64_t cached_blocks = 0;     // all blocks in the tree
+  int64_t held_blocks = 0;       // used by a PrefixMatch or pinned
+  int64_t pinned_blocks = 0;     // pinned (a subset of held)
+  int64_t evictable_blocks = 0;  // cached_blocks - held_blocks
+  int64_t query_tokens = 0;
+  int64_t hit_tokens = 0;
+  int64_t inserted_blocks = 0;
+  int64_t evicted_blocks = 0;
+  int64_t hash_collisions = 0;
+  std::vector<NamespaceStats> namespaces;  // sorted by name
+};
+
+struct RadixTreeOptions {
+  int block_size = 16;  // tokens per block; a power of two in [1, kMaxBlockSize]
+  uint64_t seed = RandomHashSeed();
+  BlockHashFn hash = &Xxh3BlockHash;
+};
+
+// Not thread-safe: owned by the scheduler thread. Match() and Insert() may split an edge.
+class RadixTree {
+ public:
+  explicit RadixTree(RadixTreeOptions options = {});
+  ~RadixTree();
+  RadixTree(const RadixTree&) = delete;
+  RadixTree& operator=(const RadixTree&) = delete;
+
+  int block_size() const { return block_size_; }
+  uint64_t seed() const { return seed_; }
+
+  // Longest cached full-block prefix of `tokens` in `ns`; holds every matched block.
+  // Counts tokens.size() query tokens and the matched tokens as hits in the stats.
+  PrefixMatch Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
+
+  // Extends `match` with the full blocks of `tokens` beyond it. `tokens` is the whole
+  // sequence whose prefix `match` holds, `blocks` its block table (blocks[i] holds tokens
+  // [i*block_size, (i+1)*block_size)); only min(tokens.size() / block_size, blocks.size())
+  // blocks are considered. Afterwards `match` holds every block that is cached.
+  InsertResult Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
+                      absl::Span<const BlockId> blocks);
+  // Insert without a hold: the stored blocks are evictable at once. Not counted as a query.
+  InsertResult Insert(const CacheNamespace& ns, absl::Span<const TokenId> tokens,
+                      absl::Span<const BlockId> blocks);
+
+  // Drops the hold of `match`. Releasing twice, or a moved-from match, crashes.
+  void Release(PrefixMatch& match);
+
+  // Keeps the cached full-block prefix of `tokens` from eviction until Unpin with the same
+  // tokens. Pins nest. Returns the number of tokens pinned (0 if nothing is cached).
+  int Pin(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
+  // Undoes one Pin of the same tokens. NotFound if they are not pinned.
+  absl::StatusOr<int> Unpin(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
+
+  // Removes up to `num_blocks` unheld leaf blocks, least recently used first (an edge's
+  // tail first), and returns their BlockIds.
+  std::vector<BlockId> Evict(int64_t num_blocks);
+  // Removes every evictable block; returns their BlockIds.
+  std::vector<BlockId> Flush();
+
+  TreeStats Stats() const;
+  int64_t evictable_blocks() const { return cached_blocks_ - held_blocks_; }
+  int64_t cached_blocks() const { return cached_blocks_; }
+
+  // Every stored event goes to `sink` (called synchronously, on the caller's thread).
+  void SetEventSink(CacheEventSink sink) { sink_ = std::move(sink); }
+  // The cache as kStored events (parents before children), all with the sequence number
+  // of the last event emitted: a new watcher's starting point.
+  std::vector<CacheEvent> Snapshot() const;
+  uint64_t last_sequence() const { return sequence_; }
+
+  // Every BlockId the tree owns, for cross-checks with the pool.
+  std::vector<BlockId> CachedBlockIds() const;
+
+  // Structural check for tests: keys recompute, token counts, parent links, ref counts,
+  // the evictable set, the block counters, and no BlockId twice.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct NamespaceState;
+  using Node = RadixNode;
+  using LruEntry = std::tuple<uint64_t /*last_access*/, uint64_t /*node id*/, Node*>;
+
+  NamespaceState& GetOrCreateNamespace(const CacheNamespace& ns);
+  // Walks from `node` down along `tokens` starting at block `first_block`; splits the last
+  // edge so the walk ends at a node boundary. Returns the deepest matched node and appends
+  // the matched blocks' ids to `blocks`.
+  Node* Walk(Node* node, absl::Span<const TokenId> tokens, int first_block,
+             std::vector<BlockId>& blocks);
+  Node* Split(Node* node, int keep_blocks);
+  // Adds `delta_ref` and `delta_pin` to every node from `node` up to its root.
+  void AddHold(Node* node, int delta_ref, int delta_pin);
+  void Touch(Node* node);
+  // Block counters: call with -1 before changing a node, +1 after.
+  void Account(const Node* node, int sign);
+  void UpdateLru(Node* node);
+  void RemoveFromLru(Node* node);
+  BlockKey LastKey(const Node* node) const;
+  void Emit(CacheEvent::Kind kind, const Node* node, int first, int count);
+  absl::Status CheckNode(const Node* node, absl::flat_hash_map<BlockId, int>& seen, int64_t& cached,
+                         int64_t& held, int64_t& pinned) const;
+
+  const int block_size_;
+  const uint64_t seed_;
+  const BlockHashFn hash_;
+
+  absl::flat_hash_map<CacheNamespace, std::unique_ptr<NamespaceState>> namespaces_;
+  // Unheld leaves, oldest access first: the eviction order.
+  absl::btree_set<LruEntry> lru_;
+  // Pinned prefixes: (namespace, pinned tokens) -> the held path and its pin count.
+  // Each Pin call pushes the node its pinned path ends at; Unpin pops the last one.
+  absl::flat_hash_map<std::pair<CacheNamespace, std::vector<TokenId>>, std::vector<RadixNode*>>
+      pins_;
+
+  uint64_t clock_ = 0;  // logical time for LRU
+  uint64_t next_node_id_ = 0;
+  uint64_t sequence_ = 0;
+  CacheEventSink sink_;
+
+  int64_t cached_blocks_ = 0;
+  int64_t held_blocks_ = 0;
+  int64_t pinned_blocks_ = 0;
+  int64_t inserted_blocks_ = 0;
+  int64_t evicted_blocks_ = 0;
+  int64_t hash_collisions_ = 0;
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_PREFIX_TREE_RADIX_TREE_H_
