@@ -27,12 +27,14 @@
 
 namespace prefixd {
 
+// The names are C strings, not std::string_view: Debian's Abseil has its own
+// absl::string_view, and absl::StrCat does not accept a std::string_view.
 enum class DType : uint8_t { kF32, kBF16, kF16, kI32 };
 size_t DTypeSize(DType dtype);
-std::string_view DTypeName(DType dtype);
+const char* DTypeName(DType dtype);  // "f32", "bf16", "f16", "i32"
 
 enum class DeviceKind : uint8_t { kCpu, kCuda };
-std::string_view DeviceKindName(DeviceKind device);
+const char* DeviceKindName(DeviceKind device);  // "cpu", "cuda"
 
 inline constexpr int kMaxRank = 4;
 
@@ -122,7 +124,7 @@ struct SamplingRow {
   int top_k = 0;             // 0: no cut
   float top_p = 1.0f;        // in (0, 1]
   uint64_t seed = 0;
-  uint64_t step = 0;  // index of the token in the completion
+  uint64_t step = 0;         // index of the token in the completion
   int num_top_logprobs = 0;  // 0..20
 };
 
@@ -133,8 +135,8 @@ struct TopLogprob {
 
 struct SampledToken {
   int32_t token = 0;
-  float logprob = 0.0f;          // of `token` under log_softmax(raw logits)
-  std::vector<TopLogprob> top;   // num_top_logprobs most likely tokens, most likely first
+  float logprob = 0.0f;         // of `token` under log_softmax(raw logits)
+  std::vector<TopLogprob> top;  // num_top_logprobs most likely tokens, most likely first
 };
 
 // The uniform draw in [0, 1) used for (seed, step): SplitMix64 of
@@ -215,9 +217,10 @@ class Backend {
   //   logprobs = log_softmax(logits) (raw, before temperature);
   //   temperature 0 (or top_k 1): argmax, lowest id on ties;
   //   otherwise p = softmax(logits / temperature) over the top_k highest logits (all when
-  //   0), ordered by probability descending then id ascending; keep the shortest prefix
-  //   whose mass reaches top_p (at least one token); renormalise; pick the first token
-  //   whose cumulative mass exceeds SamplingUniform(seed, step) * kept mass.
+  //   0; ties at the cut go to the lower id), ordered by probability descending then id
+  //   ascending; keep the shortest prefix whose mass reaches top_p (at least one token;
+  //   top_p 1 keeps all); renormalise; pick the first token whose cumulative mass exceeds
+  //   SamplingUniform(seed, step) * kept mass.
   virtual void Sample(const Tensor& logits, absl::Span<const SamplingRow> rows,
                       absl::Span<SampledToken> out) = 0;
 };

@@ -1,0 +1,334 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <future>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace prefixd {
+namespace {
+
+absl::Status ValidateOptions(const EngineOptions& o) {
+  if (o.block_size < 1 || o.block_size > kMaxBlockSize || (o.block_size & (o.block_size - 1))) {
+    return absl::InvalidArgumentError(absl::StrCat("block size must be a power of two in [1, ",
+                                                   kMaxBlockSize, "], got ", o.block_size));
+  }
+  if (o.max_running_requests < 1) {
+    return absl::InvalidArgumentError("max running requests must be at least 1");
+  }
+  if (o.max_batch_tokens < o.max_running_requests) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max batch tokens (", o.max_batch_tokens, ") must be at least max running requests (",
+        o.max_running_requests, "): every running request decodes one token per step"));
+  }
+  if (o.max_queued_requests < 1) {
+    return absl::InvalidArgumentError("max queued requests must be at least 1");
+  }
+  if (o.kv_cache_tokens < 0) return absl::InvalidArgumentError("KV cache tokens must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> backend,
+                                                       LoadedModel model, EngineOptions options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  const int64_t block_bytes =
+      KvCache::BytesPerBlock(model.config, options.block_size, backend->compute_dtype());
+  int64_t num_blocks = 0;
+  if (options.kv_cache_tokens > 0) {
+    num_blocks = (options.kv_cache_tokens + options.block_size - 1) / options.block_size;
+  } else {
+    num_blocks = options.kv_cache_bytes_cpu / block_bytes;
+  }
+  // One request at full context needs this much; less is allowed (the context shrinks to fit)
+  // but never fewer blocks than one step of decodes needs.
+  if (num_blocks < options.max_running_requests + 1 || num_blocks > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a KV cache of ", num_blocks, " blocks cannot serve ", options.max_running_requests,
+        " running requests (raise the KV cache size or lower max running requests)"));
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(backend), std::move(model),
+                                            std::move(options), static_cast<int32_t>(num_blocks)));
+}
+
+Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOptions options,
+               int32_t num_blocks)
+    : options_(std::move(options)),
+      backend_(std::move(backend)),
+      config_(model.config),
+      model_id_(model.id),
+      tokenizer_(std::move(model.tokenizer)) {
+  kv_ = std::make_unique<KvCache>(*backend_, config_, num_blocks, options_.block_size);
+  max_context_len_ = static_cast<int>(
+      std::min<int64_t>(config_.max_context_len(), int64_t{num_blocks} * options_.block_size));
+  ModelLimits limits;
+  limits.max_tokens = options_.max_batch_tokens;
+  limits.max_seqs = options_.max_running_requests;
+  limits.max_blocks_per_seq = (max_context_len_ + options_.block_size - 1) / options_.block_size;
+  model_ = std::make_unique<LlamaModel>(config_, std::move(model.weights), *backend_, *kv_, limits);
+
+  PrefixCacheOptions cache_options;
+  cache_options.num_blocks = num_blocks;
+  cache_options.tree.block_size = options_.block_size;
+  if (options_.hash_seed) cache_options.tree.seed = *options_.hash_seed;
+  cache_options.enabled = options_.prefix_cache;
+  cache_ = std::make_unique<PrefixCache>(cache_options);
+  cache_->SetEventSink([this](const CacheEvent& event) {
+    for (auto& [id, sink] : subscribers_) sink(event);
+  });
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.max_batch_tokens = options_.max_batch_tokens;
+  scheduler_options.max_running_requests = options_.max_running_requests;
+  scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options);
+  PublishStats(nullptr);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() {
+  Shutdown(absl::ZeroDuration());
+  {
+    absl::MutexLock lock(&mu_);
+    exit_ = true;
+  }
+  thread_.join();
+}
+
+void Engine::Loop() {
+  while (true) {
+    const bool busy = scheduler_->HasWork();
+    std::vector<Task> tasks;
+    bool exit = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!busy) {
+        mu_.Await(absl::Condition(
+            +[](Engine* e)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return !e->inbox_.empty() || e->exit_; },
+            this));
+      }
+      tasks.swap(inbox_);
+      exit = exit_;
+    }
+    for (Task& task : tasks) task();
+    if (exit && tasks.empty()) {
+      scheduler_->CancelAll();
+      PublishStats(nullptr);
+      return;
+    }
+    if (scheduler_->HasWork()) {
+      const StepReport report = scheduler_->Step(absl::Now());
+      if (options_.check_invariants) {
+        const absl::Status s = scheduler_->CheckInvariants();
+        PREFIXD_CHECK(s.ok(), "after step ", scheduler_->counters().steps, ": ", s.ToString());
+      }
+      if (report.num_seqs > 0 && step_observer_) step_observer_(report);
+      PublishStats(&report);
+    } else {
+      PublishStats(nullptr);
+    }
+  }
+}
+
+void Engine::Post(Task task) {
+  absl::MutexLock lock(&mu_);
+  inbox_.push_back(std::move(task));
+}
+
+void Engine::RunOnEngineThread(absl::AnyInvocable<void()> fn) {
+  std::promise<void> done;
+  std::future<void> future = done.get_future();
+  Post([&fn, &done] {
+    fn();
+    done.set_value();
+  });
+  future.wait();
+}
+
+void Engine::PublishStats(const StepReport* step) {
+  EngineStats s;
+  s.cache = cache_->Stats();
+  s.counters = scheduler_->counters();
+  s.running = scheduler_->num_running();
+  s.waiting = scheduler_->num_waiting();
+  absl::MutexLock lock(&mu_);
+  s.last_step = step != nullptr ? *step : stats_.last_step;
+  stats_ = std::move(s);
+}
+
+EngineStats Engine::Stats() {
+  RunOnEngineThread([this] { PublishStats(nullptr); });
+  return StatsSnapshot();
+}
+
+EngineStats Engine::StatsSnapshot() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Engine::SetStepObserver(StepObserver observer) {
+  RunOnEngineThread([this, &observer] { step_observer_ = std::move(observer); });
+}
+
+absl::Status Engine::ValidatePrompt(absl::Span<const TokenId> tokens) const {
+  if (tokens.empty()) return absl::InvalidArgumentError("prompt is empty");
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at position ", i,
+                                                     " is outside the vocabulary [0, ",
+                                                     config_.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RequestId> Engine::Submit(GenerationRequest request, UpdateCallback callback) {
+  if (absl::Status s = ValidatePrompt(request.prompt); !s.ok()) return s;
+  if (absl::Status s = ValidateSamplingParams(request.sampling, config_.vocab_size); !s.ok()) {
+    return s;
+  }
+  if (!request.sampling.stop.empty() && tokenizer_ == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop strings need a tokenizer, and model '", model_id_, "' has none"));
+  }
+  const int prompt_len = static_cast<int>(request.prompt.size());
+  if (prompt_len >= max_context_len_) {
+    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt_len,
+                                              " tokens leaves no room to generate within the "
+                                              "context of ",
+                                              max_context_len_, " tokens"));
+  }
+  const int room = max_context_len_ - prompt_len;
+  if (request.sampling.max_tokens > room) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt of ", prompt_len, " tokens plus max_tokens ", request.sampling.max_tokens,
+        " exceeds the context of ", max_context_len_, " tokens"));
+  }
+  const int max_new = request.sampling.max_tokens > 0 ? request.sampling.max_tokens : room;
+  uint64_t seed = 0;
+  if (request.sampling.seed) {
+    seed = *request.sampling.seed;
+  } else {
+    absl::BitGen gen;
+    seed = absl::Uniform<uint64_t>(gen);
+  }
+
+  RequestId id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    if (stats_.waiting + pending_submissions_ >= options_.max_queued_requests) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("queue full: ", stats_.waiting + pending_submissions_,
+                       " requests waiting (limit ", options_.max_queued_requests, ")"));
+    }
+    id = next_id_++;
+    ++pending_submissions_;
+    inbox_.push_back([this, id, request = std::move(request), max_new, seed, arrival = absl::Now(),
+                      callback = std::move(callback)]() mutable {
+      {
+        absl::MutexLock lock(&mu_);
+        --pending_submissions_;
+      }
+      scheduler_->Add(id, std::move(request), max_new, seed, arrival, std::move(callback));
+    });
+  }
+  return id;
+}
+
+void Engine::Cancel(RequestId id) {
+  Post([this, id] { scheduler_->Cancel(id, absl::CancelledError("cancelled by the client")); });
+}
+
+absl::StatusOr<PinResult> Engine::Pin(const CacheNamespace& ns, std::vector<TokenId> tokens) {
+  if (!options_.prefix_cache) {
+    return absl::FailedPreconditionError("the prefix cache is disabled on this server");
+  }
+  if (absl::Status s = ValidatePrompt(tokens); !s.ok()) return s;
+  if (static_cast<int>(tokens.size()) < options_.block_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prefix of ", tokens.size(), " tokens is shorter than one KV block (",
+                     options_.block_size, " tokens): nothing to pin"));
+  }
+  if (static_cast<int>(tokens.size()) > max_context_len_) {
+    return absl::OutOfRangeError(absl::StrCat("prefix of ", tokens.size(),
+                                              " tokens exceeds the context of ", max_context_len_,
+                                              " tokens"));
+  }
+  std::promise<absl::StatusOr<PinResult>> promise;
+  std::future<absl::StatusOr<PinResult>> future = promise.get_future();
+  RequestId id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    id = next_id_++;
+    inbox_.push_back([this, id, ns, tokens = std::move(tokens), &promise]() mutable {
+      scheduler_->AddPin(id, ns, std::move(tokens), absl::Now(),
+                         [&promise](absl::StatusOr<int> pinned, int computed) {
+                           if (!pinned.ok()) {
+                             promise.set_value(pinned.status());
+                           } else {
+                             promise.set_value(PinResult{*pinned, computed});
+                           }
+                         });
+    });
+  }
+  return future.get();
+}
+
+absl::StatusOr<int> Engine::Unpin(const CacheNamespace& ns, std::vector<TokenId> tokens) {
+  absl::StatusOr<int> result = 0;
+  RunOnEngineThread([&] { result = cache_->Unpin(ns, tokens); });
+  return result;
+}
+
+int64_t Engine::Flush() {
+  int64_t freed = 0;
+  RunOnEngineThread([&] { freed = cache_->Flush(); });
+  return freed;
+}
+
+int64_t Engine::Subscribe(CacheEventSink sink) {
+  int64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = next_subscription_++;
+  }
+  RunOnEngineThread([&] {
+    for (const CacheEvent& event : cache_->tree().Snapshot()) sink(event);
+    subscribers_.emplace(id, std::move(sink));
+  });
+  return id;
+}
+
+void Engine::Unsubscribe(int64_t subscription) {
+  RunOnEngineThread([&] { subscribers_.erase(subscription); });
+}
+
+void Engine::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (exit_) return;
+    draining_ = true;
+    // Wait until nothing is queued or running, or the grace period ends.
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](Engine* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
+                               return e->inbox_.empty() && e->pending_submissions_ == 0 &&
+                                      e->stats_.running == 0 && e->stats_.waiting == 0;
+                             },
+                             this),
+                         grace);
+  }
+  RunOnEngineThread([this] { scheduler_->CancelAll(); });
+}
+
+absl::Status Engine::CheckInvariants() {
+  absl::Status status;
+  RunOnEngineThread([&] { status = scheduler_->CheckInvariants(); });
+  return status;
+}
+
+}  // namespace prefixd

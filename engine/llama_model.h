@@ -1,0 +1,79 @@
+// engine/llama_model.h — the Llama-family decoder over a paged KV cache.
+//
+// One Forward() runs one scheduler step: the new tokens of every sequence in the batch,
+// concatenated — prefill chunks and decode tokens alike. Each token's K/V is written into
+// its slot of the KV cache, and attention reads each sequence's earlier positions through
+// its block table, so a sequence whose prefix was computed by another request (a cache
+// hit) attends to those blocks exactly as if it had computed them itself.
+#ifndef PREFIXD_ENGINE_LLAMA_MODEL_H_
+#define PREFIXD_ENGINE_LLAMA_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/llama_weights.h"
+#include "engine/model_config.h"
+#include "kernels/kernels.h"
+
+namespace prefixd {
+
+// One step, described on the host. S sequences, T tokens.
+struct StepBatch {
+  std::vector<int32_t> tokens;        // [T]
+  std::vector<int32_t> positions;     // [T]
+  std::vector<int32_t> slots;         // [T]: block * block_size + offset of each token's K/V
+  std::vector<int32_t> query_start;   // [S + 1]: rows of sequence s
+  std::vector<int32_t> context_lens;  // [S]: positions of sequence s after this step
+  std::vector<int32_t> block_tables;  // [S * max_blocks_per_seq], unused entries 0
+  int max_blocks_per_seq = 0;
+  std::vector<int32_t> logit_rows;  // rows whose next-token logits are wanted
+
+  int num_tokens() const { return static_cast<int>(tokens.size()); }
+  int num_seqs() const { return static_cast<int>(context_lens.size()); }
+  void Clear();
+  // Appends sequence tokens[first, first + n) whose blocks are `block_table`.
+  void AddSequence(absl::Span<const int32_t> new_tokens, int first_position,
+                   absl::Span<const int32_t> block_table, int block_size, bool want_logits);
+};
+
+struct ModelLimits {
+  int max_tokens = 0;          // tokens per step
+  int max_seqs = 0;            // sequences per step
+  int max_blocks_per_seq = 0;  // ceil(max context / block_size)
+};
+
+class LlamaModel {
+ public:
+  // `backend` and `kv` must outlive the model.
+  LlamaModel(const ModelConfig& config, LlamaWeights weights, Backend& backend, KvCache& kv,
+             ModelLimits limits);
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  // Runs the step and returns the logits of batch.logit_rows: [rows, V] f32 in backend
+  // memory, valid until the next Forward(). The batch must respect the limits.
+  Tensor Forward(const StepBatch& batch);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelLimits& limits() const { return limits_; }
+  const LlamaWeights& weights() const { return weights_; }
+  Backend& backend() { return backend_; }
+
+ private:
+  const ModelConfig config_;
+  LlamaWeights weights_;
+  Backend& backend_;
+  KvCache& kv_;
+  const ModelLimits limits_;
+  const AttentionShape shape_;
+
+  DeviceTensor inv_freq_;  // [d/2] f32
+  // Scratch, sized for limits_ once; each step uses the leading rows.
+  DeviceTensor ids_, positions_, slots_, query_start_, context_lens_, block_tables_, logit_rows_;
+  DeviceTensor residual_, hidden_, qkv_, attn_, proj_, gate_up_, act_, last_hidden_, logits_;
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_ENGINE_LLAMA_MODEL_H_

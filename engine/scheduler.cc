@@ -1,0 +1,414 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace prefixd {
+
+struct Scheduler::Sequence {
+  RequestId id = 0;
+  CacheNamespace ns;
+  std::vector<TokenId> tokens;  // prompt, then generated tokens
+  int prompt_len = 0;
+  SamplingParams params;
+  uint64_t seed = 0;
+  UpdateCallback callback;
+  std::unique_ptr<OutputProcessor> output;
+  absl::Time arrival;
+  absl::Time deadline = absl::InfiniteFuture();
+  std::optional<absl::Time> first_scheduled;
+  std::optional<absl::Time> first_token;
+
+  // Pin: compute the prompt's full blocks, pin them, end without sampling.
+  bool prefill_only = false;
+  std::function<void(absl::StatusOr<int>, int)> on_pinned;
+
+  // KV state while running. block_table[i] holds positions [i * bs, (i + 1) * bs); its
+  // first hold.num_blocks() entries are cached blocks the tree owns, the rest are private.
+  bool running = false;
+  PrefixMatch hold;
+  std::vector<BlockId> block_table;
+  int num_computed = 0;         // positions whose K/V is in block_table
+  bool insert_blocked = false;  // a hash collision stopped insertion: keep the rest private
+  int cached_tokens = -1;       // prompt tokens served from the cache at first admission
+  int preemptions = 0;
+  bool counted_dedup_wait = false;
+  int step_tokens = 0;  // tokens scheduled in the current step
+
+  bool prefilling() const { return num_computed < prompt_len; }
+  int num_generated() const { return static_cast<int>(tokens.size()) - prompt_len; }
+};
+
+Scheduler::Scheduler(LlamaModel& model, PrefixCache& cache, const Tokenizer* tokenizer,
+                     SchedulerOptions options)
+    : model_(model),
+      cache_(cache),
+      tokenizer_(tokenizer),
+      options_(options),
+      eos_token_ids_(model.config().eos_token_ids.begin(), model.config().eos_token_ids.end()) {
+  PREFIXD_CHECK(options.max_batch_tokens <= model.limits().max_tokens &&
+                    options.max_running_requests <= model.limits().max_seqs,
+                "scheduler limits exceed the model's step limits");
+}
+
+Scheduler::~Scheduler() {
+  // Holds must be released before the cache goes; requests still here were never finished
+  // (the Engine cancels everything before destroying the scheduler).
+  for (auto& [id, seq] : sequences_) {
+    if (seq->hold.active()) ReleaseBlocks(*seq);
+  }
+}
+
+void Scheduler::Add(RequestId id, GenerationRequest request, int max_new_tokens, uint64_t seed,
+                    absl::Time arrival, UpdateCallback callback) {
+  auto seq = std::make_unique<Sequence>();
+  seq->id = id;
+  seq->ns = std::move(request.ns);
+  seq->tokens = std::move(request.prompt);
+  seq->prompt_len = static_cast<int>(seq->tokens.size());
+  seq->params = std::move(request.sampling);
+  seq->seed = seed;
+  seq->callback = std::move(callback);
+  seq->output = std::make_unique<OutputProcessor>(tokenizer_, seq->params, seq->tokens,
+                                                  eos_token_ids_, max_new_tokens);
+  seq->arrival = arrival;
+  seq->deadline = request.deadline;
+  counters_.prompt_tokens += seq->prompt_len;
+  waiting_.push_back(seq.get());
+  PREFIXD_CHECK(sequences_.emplace(id, std::move(seq)).second, "request id ", id, " reused");
+}
+
+void Scheduler::AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tokens,
+                       absl::Time arrival, std::function<void(absl::StatusOr<int>, int)> done) {
+  auto seq = std::make_unique<Sequence>();
+  seq->id = id;
+  seq->ns = std::move(ns);
+  // Only full blocks can be cached, so only they are computed.
+  tokens.resize(tokens.size() / cache_.block_size() * cache_.block_size());
+  seq->tokens = std::move(tokens);
+  seq->prompt_len = static_cast<int>(seq->tokens.size());
+  seq->prefill_only = true;
+  seq->on_pinned = std::move(done);
+  seq->arrival = arrival;
+  waiting_.push_back(seq.get());
+  PREFIXD_CHECK(sequences_.emplace(id, std::move(seq)).second, "request id ", id, " reused");
+}
+
+void Scheduler::Cancel(RequestId id, const absl::Status& status) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  Finish(*it->second, status, FinishReason::kNone, GenerationUpdate{}, absl::Now());
+}
+
+void Scheduler::CancelAll() {
+  std::vector<Sequence*> all;
+  for (auto& [id, seq] : sequences_) all.push_back(seq.get());
+  for (Sequence* seq : all) {
+    Finish(*seq, absl::OkStatus(), FinishReason::kCancelled, GenerationUpdate{}, absl::Now());
+  }
+}
+
+void Scheduler::ExpireDeadlines(absl::Time now) {
+  std::vector<Sequence*> expired;
+  for (auto& [id, seq] : sequences_) {
+    if (seq->deadline < now) expired.push_back(seq.get());
+  }
+  for (Sequence* seq : expired) {
+    Finish(*seq,
+           absl::DeadlineExceededError(seq->running || seq->first_scheduled
+                                           ? "deadline exceeded while generating"
+                                           : "deadline exceeded while queued (never started)"),
+           FinishReason::kNone, GenerationUpdate{}, now);
+  }
+}
+
+bool Scheduler::SharesPrefixBeingComputed(const Sequence& seq) const {
+  if (!cache_.enabled()) return false;
+  const int bs = cache_.block_size();
+  const size_t usable = seq.prefill_only ? seq.tokens.size() : seq.tokens.size() - 1;
+  for (const Sequence* other : running_) {
+    if (!other->prefilling() || !(other->ns == seq.ns)) continue;
+    const size_t limit = std::min<size_t>(usable, other->prompt_len);
+    const size_t common =
+        std::mismatch(seq.tokens.begin(), seq.tokens.begin() + limit, other->tokens.begin()).first -
+        seq.tokens.begin();
+    if (static_cast<int>(common / bs * bs) > other->num_computed) return true;
+  }
+  return false;
+}
+
+bool Scheduler::Admit(Sequence& seq, absl::Time now) {
+  const size_t match_len = seq.prefill_only ? seq.tokens.size() : seq.tokens.size() - 1;
+  seq.hold = cache_.Match(seq.ns, absl::MakeConstSpan(seq.tokens).first(match_len));
+  seq.block_table.assign(seq.hold.blocks().begin(), seq.hold.blocks().end());
+  seq.num_computed = seq.hold.num_tokens();
+  const int bs = cache_.block_size();
+  const int remaining = static_cast<int>(seq.tokens.size()) - seq.num_computed;
+  const int first_chunk = std::min(remaining, options_.max_batch_tokens);
+  const int need =
+      (seq.num_computed + first_chunk + bs - 1) / bs - static_cast<int>(seq.block_table.size());
+  // New requests never preempt running ones: they wait for blocks instead.
+  if (need > cache_.num_available()) {
+    ReleaseBlocks(seq);
+    return false;
+  }
+  if (need > 0) {
+    absl::StatusOr<std::vector<BlockId>> blocks = cache_.Allocate(need);
+    PREFIXD_CHECK(blocks.ok(), blocks.status().ToString());
+    seq.block_table.insert(seq.block_table.end(), blocks->begin(), blocks->end());
+  }
+  if (seq.cached_tokens < 0) {
+    seq.cached_tokens = std::min(seq.num_computed, seq.prompt_len);
+    counters_.prompt_tokens_cached += seq.cached_tokens;
+  }
+  seq.running = true;
+  running_.push_back(&seq);
+  (void)now;
+  return true;
+}
+
+bool Scheduler::EnsureBlocks(Sequence& seq, int num_tokens) {
+  const int bs = cache_.block_size();
+  while (true) {
+    const int need = (num_tokens + bs - 1) / bs - static_cast<int>(seq.block_table.size());
+    if (need <= 0) return true;
+    absl::StatusOr<std::vector<BlockId>> blocks = cache_.Allocate(need);
+    if (blocks.ok()) {
+      seq.block_table.insert(seq.block_table.end(), blocks->begin(), blocks->end());
+      return true;
+    }
+    // Out of blocks even after eviction: the newest running request gives its blocks back.
+    Sequence* victim = running_.back();
+    Preempt(*victim);
+    if (victim == &seq) return false;
+  }
+}
+
+void Scheduler::Preempt(Sequence& seq) {
+  ReleaseBlocks(seq);
+  seq.running = false;
+  ++seq.preemptions;
+  ++counters_.preemptions;
+  running_.erase(std::find(running_.begin(), running_.end(), &seq));
+  waiting_.push_front(&seq);
+}
+
+void Scheduler::InsertComputedBlocks(Sequence& seq) {
+  const int full = seq.num_computed / cache_.block_size();
+  if (seq.insert_blocked || full <= seq.hold.num_blocks()) return;
+  InsertResult r = cache_.Insert(seq.hold, absl::MakeConstSpan(seq.tokens).first(seq.num_computed),
+                                 absl::MakeConstSpan(seq.block_table).first(full));
+  for (int i : r.duplicate_indices) {
+    // Another request cached these tokens first: use its block, free ours.
+    cache_.Free({seq.block_table[i]});
+    seq.block_table[i] = seq.hold.blocks()[i];
+  }
+  if (r.rejected_blocks > 0) seq.insert_blocked = true;
+}
+
+void Scheduler::ReleaseBlocks(Sequence& seq) {
+  if (seq.hold.active()) {
+    const int shared = seq.hold.num_blocks();
+    PREFIXD_CHECK(
+        std::equal(seq.hold.blocks().begin(), seq.hold.blocks().end(), seq.block_table.begin()),
+        "block table disagrees with the cached prefix it holds");
+    cache_.Free(absl::MakeConstSpan(seq.block_table).subspan(shared));
+    cache_.Release(seq.hold);
+  }
+  seq.block_table.clear();
+  seq.num_computed = 0;
+  seq.insert_blocked = false;
+}
+
+void Scheduler::Finish(Sequence& seq, absl::Status status, FinishReason reason,
+                       GenerationUpdate update, absl::Time now) {
+  ReleaseBlocks(seq);
+  if (!status.ok()) {
+    ++counters_.failed;
+  } else if (reason == FinishReason::kStop) {
+    ++counters_.finished_stop;
+  } else if (reason == FinishReason::kLength) {
+    ++counters_.finished_length;
+  } else if (reason == FinishReason::kCancelled) {
+    ++counters_.finished_cancelled;
+  }
+  if (seq.prefill_only) {
+    if (seq.on_pinned) {
+      seq.on_pinned(status.ok() ? absl::StatusOr<int>(absl::CancelledError("server shutting down"))
+                                : absl::StatusOr<int>(status),
+                    0);
+    }
+  } else {
+    update.finished = true;
+    update.status = std::move(status);
+    update.finish_reason = update.status.ok() ? reason : FinishReason::kNone;
+    RequestUsage& u = update.usage;
+    u.prompt_tokens = seq.prompt_len;
+    u.cached_tokens = std::max(seq.cached_tokens, 0);
+    u.completion_tokens = seq.num_generated();
+    u.preemptions = seq.preemptions;
+    u.queue_time = seq.first_scheduled.value_or(now) - seq.arrival;
+    u.time_to_first_token = seq.first_token ? *seq.first_token - seq.arrival : absl::ZeroDuration();
+    u.total_time = now - seq.arrival;
+    seq.callback(std::move(update));
+  }
+  Remove(seq);
+}
+
+void Scheduler::Remove(Sequence& seq) {
+  if (auto it = std::find(running_.begin(), running_.end(), &seq); it != running_.end()) {
+    running_.erase(it);
+  }
+  if (auto it = std::find(waiting_.begin(), waiting_.end(), &seq); it != waiting_.end()) {
+    waiting_.erase(it);
+  }
+  sequences_.erase(seq.id);  // destroys seq
+}
+
+StepReport Scheduler::Step(absl::Time now) {
+  StepReport report;
+  ExpireDeadlines(now);
+  const int bs = cache_.block_size();
+  int budget = options_.max_batch_tokens;
+  std::vector<Sequence*> scheduled;
+
+  // 1. Running requests, oldest first: a decode token each, or their next prefill chunk.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* seq = running_[i];
+    const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
+    if (!EnsureBlocks(*seq, seq->num_computed + n)) break;  // seq and all after it preempted
+    seq->step_tokens = n;
+    scheduled.push_back(seq);
+    budget -= n;
+  }
+
+  // 2. Waiting requests, first come first served, while budget and blocks last.
+  for (auto it = waiting_.begin();
+       it != waiting_.end() && budget > 0 &&
+       static_cast<int>(running_.size()) < options_.max_running_requests;) {
+    Sequence* seq = *it;
+    if (SharesPrefixBeingComputed(*seq)) {
+      if (!seq->counted_dedup_wait) ++counters_.deduplicated_waits;
+      seq->counted_dedup_wait = true;
+      ++it;
+      continue;
+    }
+    if (!Admit(*seq, now)) {
+      if (running_.empty()) {
+        // Nothing will free blocks: the pool is full of pinned prefixes.
+        const int need = (static_cast<int>(seq->tokens.size()) + bs - 1) / bs;
+        Finish(*seq,
+               absl::ResourceExhaustedError(absl::StrCat(
+                   "the KV cache cannot hold this request (", need, " blocks) next to the ",
+                   cache_.Stats().blocks.pinned, " pinned blocks")),
+               FinishReason::kNone, GenerationUpdate{}, now);
+        it = waiting_.begin();  // Finish erased from the queue
+        continue;
+      }
+      break;
+    }
+    it = waiting_.erase(it);
+    const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
+    if (n == 0) {
+      // A Pin whose prefix is cached already: nothing to compute.
+      PREFIXD_CHECK(seq->prefill_only, "admitted a request with nothing to compute");
+      absl::StatusOr<int> pinned = cache_.Pin(seq->ns, seq->tokens);
+      auto done = std::move(seq->on_pinned);
+      seq->on_pinned = nullptr;
+      Finish(*seq, absl::OkStatus(), FinishReason::kStop, GenerationUpdate{}, now);
+      done(std::move(pinned), 0);
+      it = waiting_.begin();  // Finish erased from the queue
+      continue;
+    }
+    seq->step_tokens = n;
+    scheduled.push_back(seq);
+    budget -= n;
+  }
+
+  if (scheduled.empty()) return report;
+
+  // 3. One forward pass over every scheduled token.
+  batch_.Clear();
+  std::vector<SamplingRow> rows;
+  std::vector<Sequence*> sampled;
+  for (Sequence* seq : scheduled) {
+    const int first = seq->num_computed, n = seq->step_tokens;
+    const bool sample = !seq->prefill_only && first + n == static_cast<int>(seq->tokens.size());
+    batch_.AddSequence(absl::MakeConstSpan(seq->tokens).subspan(first, n), first, seq->block_table,
+                       bs, sample);
+    if (!seq->first_scheduled) seq->first_scheduled = now;
+    if (sample) {
+      rows.push_back(SamplingRow{seq->params.temperature, seq->params.top_k, seq->params.top_p,
+                                 seq->seed, static_cast<uint64_t>(seq->num_generated()),
+                                 seq->params.top_logprobs});
+      sampled.push_back(seq);
+    }
+    const int prefill = std::max(0, std::min(first + n, seq->prompt_len) - first);
+    report.prefill_tokens += prefill;
+    report.decode_tokens += n - prefill;
+    counters_.prompt_tokens_computed += prefill;
+  }
+  report.num_seqs = static_cast<int>(scheduled.size());
+  report.num_tokens = batch_.num_tokens();
+  const Tensor logits = model_.Forward(batch_);
+  std::vector<SampledToken> tokens(rows.size());
+  if (!rows.empty()) model_.backend().Sample(logits, rows, absl::MakeSpan(tokens));
+  const absl::Time done = absl::Now();
+  report.duration = done - now;
+  ++counters_.steps;
+
+  // 4. Cache what was computed, then emit what was sampled.
+  for (Sequence* seq : scheduled) {
+    seq->num_computed += seq->step_tokens;
+    seq->step_tokens = 0;
+    InsertComputedBlocks(*seq);
+    if (seq->prefill_only && seq->num_computed == static_cast<int>(seq->tokens.size())) {
+      absl::StatusOr<int> pinned = cache_.Pin(seq->ns, seq->tokens);
+      const int computed = seq->prompt_len - std::max(seq->cached_tokens, 0);
+      auto on_pinned = std::move(seq->on_pinned);
+      seq->on_pinned = nullptr;
+      Finish(*seq, absl::OkStatus(), FinishReason::kStop, GenerationUpdate{}, done);
+      on_pinned(std::move(pinned), computed);
+    }
+  }
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    Sequence* seq = sampled[r];
+    SampledToken& t = tokens[r];
+    seq->tokens.push_back(t.token);
+    ++counters_.generated_tokens;
+    if (!seq->first_token) seq->first_token = done;
+    FinishReason reason;
+    GenerationUpdate update;
+    update.text = seq->output->Push(t.token, reason);
+    update.tokens.push_back(t.token);
+    if (seq->params.logprobs || seq->params.top_logprobs > 0) {
+      update.logprobs.push_back(std::move(t));
+    }
+    if (reason != FinishReason::kNone) {
+      Finish(*seq, absl::OkStatus(), reason, std::move(update), done);
+    } else {
+      seq->callback(std::move(update));
+    }
+  }
+  return report;
+}
+
+absl::Status Scheduler::CheckInvariants() const {
+  std::vector<BlockId> private_blocks;
+  for (const Sequence* seq : running_) {
+    const int shared = seq->hold.active() ? seq->hold.num_blocks() : 0;
+    private_blocks.insert(private_blocks.end(), seq->block_table.begin() + shared,
+                          seq->block_table.end());
+  }
+  for (const Sequence* seq : waiting_) {
+    if (!seq->block_table.empty() || seq->hold.active()) {
+      return absl::InternalError(absl::StrCat("waiting request ", seq->id, " holds blocks"));
+    }
+  }
+  return cache_.CheckInvariants(private_blocks);
+}
+
+}  // namespace prefixd

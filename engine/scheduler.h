@@ -1,0 +1,132 @@
+// engine/scheduler.h — continuous batching over a prefix-cached, paged KV pool.
+//
+// Each Step() packs, under a token budget: one token for every running request that is
+// decoding, the next chunk of every running request that is still prefilling, and chunks
+// of newly admitted requests. A request is admitted by matching its prompt against the
+// prefix cache: it computes only what is not cached. Every full block it computes is
+// inserted into the cache right after the step, so a request admitted a step later already
+// hits it; a waiting request whose prompt shares uncached blocks with one being prefilled
+// waits for them instead of computing them a second time. When blocks run out the cache
+// evicts; when that is not enough the newest running request is preempted (its blocks
+// released) and recomputed later, which reproduces its output exactly.
+//
+// Not thread-safe: the Engine's thread owns it.
+#ifndef PREFIXD_ENGINE_SCHEDULER_H_
+#define PREFIXD_ENGINE_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/llama_model.h"
+#include "engine/output_processor.h"
+#include "engine/request.h"
+#include "engine/tokenizer.h"
+#include "prefix_tree/prefix_cache.h"
+
+namespace prefixd {
+
+struct SchedulerOptions {
+  int max_batch_tokens = 2048;    // tokens per step (prefill chunks + decodes)
+  int max_running_requests = 64;  // sequences per step
+};
+
+// Counters since start, for stats and metrics.
+struct SchedulerCounters {
+  int64_t steps = 0;
+  int64_t prompt_tokens = 0;           // prompt tokens of finished and running requests
+  int64_t prompt_tokens_computed = 0;  // prompt tokens run through the model
+  int64_t prompt_tokens_cached = 0;    // prompt tokens served from the cache at admission
+  int64_t generated_tokens = 0;
+  int64_t preemptions = 0;
+  int64_t finished_stop = 0;
+  int64_t finished_length = 0;
+  int64_t finished_cancelled = 0;  // by the server (shutdown)
+  int64_t failed = 0;              // ended with an error status
+  int64_t deduplicated_waits = 0;  // admissions deferred to share a prefix being computed
+};
+
+// What one step did, for metrics.
+struct StepReport {
+  int num_seqs = 0;
+  int num_tokens = 0;
+  int prefill_tokens = 0;
+  int decode_tokens = 0;
+  absl::Duration duration;
+};
+
+class Scheduler {
+ public:
+  // `model`, `cache` and `tokenizer` (may be null) must outlive the scheduler.
+  Scheduler(LlamaModel& model, PrefixCache& cache, const Tokenizer* tokenizer,
+            SchedulerOptions options);
+  ~Scheduler();
+
+  // Queues a validated request. `max_new_tokens` > 0 already accounts for the context;
+  // `seed` is the request's sampling seed (drawn by the caller when the client gave none).
+  void Add(RequestId id, GenerationRequest request, int max_new_tokens, uint64_t seed,
+           absl::Time arrival, UpdateCallback callback);
+  // Pin: computes the full blocks of `tokens` that are not cached yet, inserts them, pins
+  // them, then calls `done` with the pinned token count (or why not) and the number of
+  // tokens it had to compute. Ends without sampling.
+  void AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tokens, absl::Time arrival,
+              std::function<void(absl::StatusOr<int> pinned, int computed)> done);
+
+  // Ends a queued or running request at once with `status` (its blocks are freed before this
+  // returns). No-op if the id is unknown (already finished).
+  void Cancel(RequestId id, const absl::Status& status);
+  // Ends every request with finish reason kCancelled (server shutdown).
+  void CancelAll();
+
+  bool HasWork() const { return !waiting_.empty() || !running_.empty(); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int num_running() const { return static_cast<int>(running_.size()); }
+
+  // Runs one step. Returns what it did (num_seqs 0 when there was nothing to run).
+  StepReport Step(absl::Time now);
+
+  PrefixCache& cache() { return cache_; }
+  const SchedulerCounters& counters() const { return counters_; }
+
+  // Cache invariants, with every running request's private blocks accounted for.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct Sequence;
+
+  void ExpireDeadlines(absl::Time now);
+  // Blocks for `seq` to hold `num_tokens` positions; preempts newer requests when short.
+  // False when even that cannot make room (then `seq` itself was preempted or must wait).
+  bool EnsureBlocks(Sequence& seq, int num_tokens);
+  bool Admit(Sequence& seq, absl::Time now);
+  bool SharesPrefixBeingComputed(const Sequence& seq) const;
+  void Preempt(Sequence& seq);
+  void InsertComputedBlocks(Sequence& seq);
+  void ReleaseBlocks(Sequence& seq);
+  // Releases the request's blocks, sends `update` as its terminal update and forgets it.
+  void Finish(Sequence& seq, absl::Status status, FinishReason reason, GenerationUpdate update,
+              absl::Time now);
+  void Remove(Sequence& seq);
+
+  LlamaModel& model_;
+  PrefixCache& cache_;
+  const Tokenizer* tokenizer_;
+  const SchedulerOptions options_;
+  std::vector<TokenId> eos_token_ids_;
+
+  absl::flat_hash_map<RequestId, std::unique_ptr<Sequence>> sequences_;
+  std::deque<Sequence*> waiting_;   // FIFO; preempted requests go back to the front
+  std::vector<Sequence*> running_;  // admission order: oldest first
+  StepBatch batch_;
+  SchedulerCounters counters_;
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_ENGINE_SCHEDULER_H_

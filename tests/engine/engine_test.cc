@@ -1,0 +1,345 @@
+// The engine's contract on the CPU backend, with the test model: a cache hit never changes
+// the output, preemption replays exactly, cancellation frees at once, and every accepted
+// request ends exactly once.
+#include "engine/engine.h"
+
+#include <cmath>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/engine/engine_test_util.h"
+
+namespace prefixd {
+namespace {
+
+using ::prefixd::testing::Greedy;
+using ::prefixd::testing::MakeTestEngine;
+using ::prefixd::testing::Outcome;
+using ::prefixd::testing::RunAll;
+using ::prefixd::testing::RunOne;
+using ::prefixd::testing::Stream;
+using ::testing::Each;
+using ::testing::Field;
+
+std::vector<TokenId> Tokens(int seed, int n) {
+  std::mt19937 rng(seed);
+  std::vector<TokenId> t(n);
+  for (TokenId& id : t) id = static_cast<TokenId>(rng() % 500);  // below the special tokens
+  return t;
+}
+
+std::vector<TokenId> Concat(std::vector<TokenId> a, const std::vector<TokenId>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+EngineOptions TestOptions() {
+  EngineOptions o;
+  o.block_size = 16;
+  o.kv_cache_tokens = 16 * 1024;
+  o.max_batch_tokens = 256;
+  o.max_running_requests = 16;
+  o.check_invariants = true;
+  return o;
+}
+
+// Same tokens; logprobs of the chosen tokens and of the alternatives both runs list within
+// `tol`.
+void ExpectSameOutput(const Outcome& want, const Outcome& got, float tol, const std::string& what) {
+  ASSERT_TRUE(want.status.ok() && got.status.ok()) << what << ": " << got.status;
+  ASSERT_EQ(want.tokens, got.tokens) << what;
+  ASSERT_EQ(want.logprobs.size(), got.logprobs.size()) << what;
+  for (size_t i = 0; i < want.logprobs.size(); ++i) {
+    EXPECT_NEAR(want.logprobs[i].logprob, got.logprobs[i].logprob, tol) << what << " token " << i;
+    absl::flat_hash_map<int32_t, float> alternatives;
+    for (const TopLogprob& t : want.logprobs[i].top) alternatives[t.token] = t.logprob;
+    int shared = 0;
+    for (const TopLogprob& t : got.logprobs[i].top) {
+      if (auto it = alternatives.find(t.token); it != alternatives.end()) {
+        EXPECT_NEAR(it->second, t.logprob, tol) << what << " token " << i << " alt " << t.token;
+        ++shared;
+      }
+    }
+    EXPECT_GE(shared, static_cast<int>(want.logprobs[i].top.size()) - 2) << what;
+  }
+}
+
+// Prompts that share prefixes in every way a block boundary allows.
+std::vector<GenerationRequest> SharedPrefixPrompts() {
+  const std::vector<TokenId> system = Tokens(1, 70);  // 4 full blocks + 6 tokens
+  std::vector<GenerationRequest> reqs;
+  auto add = [&](std::vector<TokenId> prompt) {
+    GenerationRequest r = Greedy(std::move(prompt), 12);
+    r.sampling.top_logprobs = 20;
+    reqs.push_back(std::move(r));
+  };
+  for (int i = 0; i < 8; ++i)
+    add(Concat(system, Tokens(100 + i, 5 + 7 * i)));               // shared system prompt
+  add(Tokens(2, 5));                                               // shorter than a block
+  add(Tokens(2, 5));                                               // the same again
+  add(Concat(Tokens(3, 32), {}));                                  // exactly two blocks
+  add(Tokens(3, 32));                                              // whole prompt cached
+  add(Concat(Tokens(3, 32), Tokens(4, 1)));                        // one past the boundary
+  add(std::vector<TokenId>(system.begin(), system.begin() + 40));  // a prefix of another
+  add(Concat(Tokens(3, 16), Tokens(5, 30)));                       // diverges after one block
+  add(system);
+  return reqs;
+}
+
+TEST(EngineTest, CacheHitsNeverChangeTheOutput) {
+  const std::vector<GenerationRequest> reqs = SharedPrefixPrompts();
+  // Reference: cache off, one request at a time.
+  EngineOptions off = TestOptions();
+  off.prefix_cache = false;
+  std::vector<Outcome> want;
+  {
+    std::unique_ptr<Engine> engine = MakeTestEngine(off);
+    for (const GenerationRequest& r : reqs) want.push_back(RunOne(*engine, r));
+  }
+  for (const Outcome& o : want) EXPECT_EQ(o.usage.cached_tokens, 0);
+
+  // Cache on, at batch sizes 1, 4 and 16, with prefill chunked to 32 tokens per step.
+  for (int batch : {1, 4, 16}) {
+    EngineOptions on = TestOptions();
+    on.max_batch_tokens = 32;
+    on.max_running_requests = batch;
+    std::unique_ptr<Engine> engine = MakeTestEngine(on);
+    std::vector<Outcome> got;
+    for (size_t i = 0; i < reqs.size(); i += batch) {
+      std::vector<GenerationRequest> chunk(reqs.begin() + i,
+                                           reqs.begin() + std::min(reqs.size(), i + batch));
+      for (Outcome& o : RunAll(*engine, chunk)) got.push_back(std::move(o));
+    }
+    int64_t cached = 0;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      ExpectSameOutput(want[i], got[i], 1e-4f,
+                       "batch " + std::to_string(batch) + " prompt " + std::to_string(i));
+      EXPECT_EQ(got[i].terminal_updates, 1);
+      cached += got[i].usage.cached_tokens;
+    }
+    EXPECT_GT(cached, 0) << "batch " << batch << ": nothing was served from the cache";
+    ASSERT_TRUE(engine->CheckInvariants().ok());
+    EXPECT_EQ(engine->Stats().cache.blocks.in_use, 0);
+  }
+}
+
+TEST(EngineTest, SecondRequestWithTheSamePrefixIsServedFromTheCache) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  const std::vector<TokenId> system = Tokens(7, 64);
+  const Outcome first = RunOne(*engine, Greedy(Concat(system, Tokens(8, 10)), 4));
+  const Outcome second = RunOne(*engine, Greedy(Concat(system, Tokens(9, 10)), 4));
+  EXPECT_EQ(first.usage.cached_tokens, 0);
+  EXPECT_EQ(second.usage.cached_tokens, 64);
+  EXPECT_EQ(second.usage.prompt_tokens, 74);
+  // A multi-turn chat hits its own history: prompt + answer of the first turn.
+  std::vector<TokenId> history = Concat(Concat(system, Tokens(8, 10)), first.tokens);
+  const Outcome turn2 = RunOne(*engine, Greedy(Concat(history, Tokens(10, 6)), 4));
+  EXPECT_GE(turn2.usage.cached_tokens, static_cast<int>(history.size()) / 16 * 16 - 16);
+  // Another tenant with the same prompt does not share.
+  const Outcome other = RunOne(*engine, Greedy(Concat(system, Tokens(9, 10)), 4, "other"));
+  EXPECT_EQ(other.usage.cached_tokens, 0);
+  EXPECT_EQ(other.tokens, second.tokens);
+}
+
+TEST(EngineTest, PreemptedRequestsReplayExactly) {
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 8; ++i) {
+    GenerationRequest r = Greedy(Concat(Tokens(20, 40), Tokens(30 + i, 20)), 40);
+    if (i % 2 == 1) {  // sampled with a seed: replays exactly too
+      r.sampling.temperature = 0.9f;
+      r.sampling.top_p = 0.95f;
+      r.sampling.seed = 1000 + i;
+    }
+    reqs.push_back(std::move(r));
+  }
+  EngineOptions roomy = TestOptions();
+  std::vector<Outcome> want = RunAll(*MakeTestEngine(roomy), reqs);
+
+  // 8 requests of 100 tokens need 56 blocks; 30 blocks force preemptions.
+  EngineOptions tight = TestOptions();
+  tight.kv_cache_tokens = 30 * 16;
+  tight.max_running_requests = 8;
+  std::unique_ptr<Engine> engine = MakeTestEngine(tight);
+  std::vector<Outcome> got = RunAll(*engine, reqs);
+  int preemptions = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
+    EXPECT_EQ(got[i].terminal_updates, 1);
+    preemptions += got[i].usage.preemptions;
+  }
+  EXPECT_GT(preemptions, 0) << "the pool was not tight enough to preempt";
+  EXPECT_EQ(engine->Stats().counters.preemptions, preemptions);
+  EXPECT_EQ(engine->Stats().cache.blocks.in_use, 0);
+}
+
+TEST(EngineTest, CancelledRequestFreesItsBlocksAtOnce) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  Stream stream;
+  absl::StatusOr<RequestId> id = engine->Submit(Greedy(Tokens(11, 50), 1000), stream.Callback());
+  ASSERT_TRUE(id.ok());
+  stream.WaitForUpdates(3);
+  EXPECT_GT(engine->Stats().cache.blocks.in_use, 0);
+  engine->Cancel(*id);
+  const Outcome o = stream.Wait();
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(o.terminal_updates, 1);
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.cache.blocks.in_use, 0);
+  EXPECT_EQ(stats.running + stats.waiting, 0);
+  // Its prompt stays cached for the next request.
+  EXPECT_GT(stats.cache.blocks.evictable, 0);
+  engine->Cancel(*id);  // a second cancel of a finished request is harmless
+  EXPECT_TRUE(engine->CheckInvariants().ok());
+}
+
+TEST(EngineTest, DeadlineThatExpiresInTheQueueNeverStarts) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  GenerationRequest r = Greedy(Tokens(12, 20), 10);
+  r.deadline = absl::Now() - absl::Seconds(1);
+  const Outcome o = RunOne(*engine, r);
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(o.status.message()), ::testing::HasSubstr("queued"));
+  EXPECT_TRUE(o.tokens.empty());
+  EXPECT_EQ(engine->Stats().counters.prompt_tokens_computed, 0);
+}
+
+TEST(EngineTest, StopStringsTruncateTheTextAndEndTheRequest) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  const std::vector<TokenId> prompt = engine->tokenizer()->Encode("The river runs", true);
+  const Outcome full = RunOne(*engine, Greedy(prompt, 40));
+  ASSERT_GE(full.text.size(), 12u) << full.text;
+  const std::string stop = full.text.substr(8, 3);
+  const size_t at = full.text.find(stop);
+  GenerationRequest r = Greedy(prompt, 40);
+  r.sampling.stop = {stop, "never-appears-anywhere"};
+  const Outcome stopped = RunOne(*engine, r);
+  EXPECT_EQ(stopped.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stopped.text, full.text.substr(0, at));
+  EXPECT_LT(stopped.tokens.size(), full.tokens.size());
+  EXPECT_EQ(full.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(full.usage.completion_tokens, 40);
+}
+
+TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  const std::vector<TokenId> prompt = Tokens(13, 20);
+  const Outcome any = RunOne(*engine, Greedy(prompt, 30));
+  // Make the first generated token a stop token: the request ends after one token.
+  GenerationRequest r = Greedy(prompt, 30);
+  r.sampling.stop_token_ids = {any.tokens[0]};
+  const Outcome stopped = RunOne(*engine, r);
+  EXPECT_EQ(stopped.tokens.size(), 1u);
+  EXPECT_EQ(stopped.finish_reason, FinishReason::kStop);
+  EXPECT_TRUE(stopped.text.empty());
+}
+
+TEST(EngineTest, SameSeedSameOutputOtherSeedOtherOutput) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  GenerationRequest r = Greedy(Tokens(14, 20), 24);
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 7;
+  const Outcome a = RunOne(*engine, r);
+  const Outcome b = RunOne(*engine, r);
+  r.sampling.seed = 8;
+  const Outcome c = RunOne(*engine, r);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_NE(a.tokens, c.tokens);
+}
+
+TEST(EngineTest, BadRequestsGetPreciseErrors) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  auto code = [&](GenerationRequest r) {
+    return engine->Submit(std::move(r), [](GenerationUpdate&&) {}).status().code();
+  };
+  using absl::StatusCode;
+  EXPECT_EQ(code(Greedy({}, 5)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 2, 512}, 5)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, -1}, 5)), StatusCode::kInvalidArgument);
+  GenerationRequest r = Greedy({1, 2}, 5);
+  r.sampling.temperature = -1;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Greedy({1, 2}, 5);
+  r.sampling.top_p = 0;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r.sampling.top_p = 1.5f;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r.sampling.top_p = std::nanf("");
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Greedy({1, 2}, 5);
+  r.sampling.top_logprobs = 21;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Greedy({1, 2}, 5);
+  r.sampling.stop = {""};
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy(std::vector<TokenId>(4096, 1), 1)), StatusCode::kOutOfRange);
+  EXPECT_EQ(code(Greedy(std::vector<TokenId>(4000, 1), 200)), StatusCode::kOutOfRange);
+  const absl::Status s = engine->Submit(Greedy({1, 2, 512}, 5), [](GenerationUpdate&&) {}).status();
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("token id 512"));
+}
+
+TEST(EngineTest, PinKeepsAPrefixThroughFlushUntilUnpinned) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  const CacheNamespace ns{"default", "test", ""};
+  const std::vector<TokenId> system = Tokens(15, 50);  // 3 full blocks
+  absl::StatusOr<PinResult> pin = engine->Pin(ns, system);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_EQ(pin->pinned_tokens, 48);
+  EXPECT_EQ(pin->computed_tokens, 48);
+  absl::StatusOr<PinResult> again = engine->Pin(ns, system);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->computed_tokens, 0);
+  EXPECT_EQ(engine->Flush(), 0);
+  EXPECT_EQ(engine->Stats().cache.blocks.pinned, 3);
+  const Outcome hit = RunOne(*engine, Greedy(Concat(system, Tokens(16, 4)), 2));
+  EXPECT_EQ(hit.usage.cached_tokens, 48);
+  EXPECT_EQ(*engine->Unpin(ns, system), 48);
+  EXPECT_EQ(*engine->Unpin(ns, system), 48);
+  EXPECT_EQ(engine->Unpin(ns, system).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_GE(engine->Flush(), 3);
+  EXPECT_EQ(engine->Stats().cache.blocks.pinned, 0);
+  EXPECT_EQ(engine->Pin(ns, Tokens(1, 10)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EngineTest, ManyConcurrentRequestsEachEndExactlyOnce) {
+  EngineOptions o = TestOptions();
+  o.max_running_requests = 8;
+  o.kv_cache_tokens = 64 * 16;
+  std::unique_ptr<Engine> engine = MakeTestEngine(o);
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 48; ++i) {
+    GenerationRequest r = Greedy(Concat(Tokens(i % 4, 30), Tokens(200 + i, 1 + i % 9)), 1 + i % 13);
+    if (i % 3 == 0) r.sampling.ignore_eos = false;
+    reqs.push_back(std::move(r));
+  }
+  std::vector<Outcome> got = RunAll(*engine, reqs);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].terminal_updates, 1);
+    EXPECT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].usage.completion_tokens, static_cast<int>(got[i].tokens.size()));
+    EXPECT_LE(got[i].usage.completion_tokens, reqs[i].sampling.max_tokens);
+  }
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.cache.blocks.in_use, 0);
+  EXPECT_EQ(stats.running + stats.waiting, 0);
+  EXPECT_TRUE(engine->CheckInvariants().ok());
+}
+
+TEST(EngineTest, ShutdownRefusesNewRequestsAndEndsTheRestAsCancelled) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  Stream stream;
+  ASSERT_TRUE(engine->Submit(Greedy(Tokens(17, 20), 4000 - 20), stream.Callback()).ok());
+  stream.WaitForUpdates(1);
+  engine->Shutdown(absl::ZeroDuration());
+  const Outcome o = stream.Wait();
+  EXPECT_TRUE(o.status.ok());
+  EXPECT_EQ(o.finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(engine->Submit(Greedy({1, 2}, 2), [](GenerationUpdate&&) {}).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace prefixd

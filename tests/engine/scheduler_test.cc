@@ -1,0 +1,133 @@
+// The scheduler driven step by step (no engine thread), so sharing is deterministic.
+#include "engine/scheduler.h"
+
+#include <numeric>
+
+#include "gtest/gtest.h"
+
+namespace prefixd {
+namespace {
+
+constexpr int kBlock = 16;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Build(/*cache_enabled=*/true, /*budget=*/512); }
+
+  void Build(bool cache_enabled, int budget) {
+    scheduler_.reset();
+    model_.reset();
+    cache_.reset();
+    kv_.reset();
+    config_ = *RandomPresetConfig("tiny");
+    backend_ = MakeCpuBackend();
+    kv_ = std::make_unique<KvCache>(*backend_, config_, 256, kBlock);
+    model_ = std::make_unique<LlamaModel>(
+        config_, RandomLlamaWeights(config_, 3, *backend_), *backend_, *kv_,
+        ModelLimits{.max_tokens = budget, .max_seqs = 8, .max_blocks_per_seq = 256});
+    PrefixCacheOptions o;
+    o.num_blocks = 256;
+    o.tree.block_size = kBlock;
+    o.enabled = cache_enabled;
+    cache_ = std::make_unique<PrefixCache>(o);
+    scheduler_ = std::make_unique<Scheduler>(
+        *model_, *cache_, nullptr,
+        SchedulerOptions{.max_batch_tokens = budget, .max_running_requests = 8});
+    outputs_.clear();
+  }
+
+  void Add(RequestId id, std::vector<TokenId> prompt, int max_new) {
+    GenerationRequest r;
+    r.ns = {"t", "m", ""};
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0;
+    r.sampling.ignore_eos = true;
+    scheduler_->Add(id, std::move(r), max_new, 0, absl::Now(), [this, id](GenerationUpdate&& u) {
+      auto& out = outputs_[id];
+      out.tokens.insert(out.tokens.end(), u.tokens.begin(), u.tokens.end());
+      if (u.finished) out.usage = u.usage;
+    });
+  }
+
+  void RunToIdle() {
+    while (scheduler_->HasWork()) {
+      scheduler_->Step(absl::Now());
+      ASSERT_TRUE(scheduler_->CheckInvariants().ok()) << scheduler_->CheckInvariants();
+    }
+  }
+
+  static std::vector<TokenId> Prompt(int first, int n) {
+    std::vector<TokenId> t(n);
+    std::iota(t.begin(), t.end(), first);
+    return t;
+  }
+
+  struct Output {
+    std::vector<TokenId> tokens;
+    RequestUsage usage;
+  };
+
+  ModelConfig config_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::map<RequestId, Output> outputs_;
+};
+
+TEST_F(SchedulerTest, RequestsNeedingTheSameUncachedPrefixComputeItOnce) {
+  const std::vector<TokenId> system = Prompt(10, 96);  // 6 blocks
+  for (int i = 0; i < 4; ++i) {
+    std::vector<TokenId> p = system;
+    for (int j = 0; j < 10; ++j) p.push_back(300 + 10 * i + j);
+    Add(i + 1, p, 3);
+  }
+  RunToIdle();
+  // The first computes all 106 tokens; the others wait a step, then compute 10 each.
+  EXPECT_EQ(scheduler_->counters().prompt_tokens_computed, 106 + 3 * 10);
+  EXPECT_EQ(scheduler_->counters().deduplicated_waits, 3);
+  EXPECT_EQ(outputs_[1].usage.cached_tokens, 0);
+  for (RequestId id : {2, 3, 4}) EXPECT_EQ(outputs_[id].usage.cached_tokens, 96);
+
+  // Same outputs as without a cache.
+  std::map<RequestId, Output> with_cache = outputs_;
+  Build(/*cache_enabled=*/false, 512);
+  for (int i = 0; i < 4; ++i) {
+    std::vector<TokenId> p = system;
+    for (int j = 0; j < 10; ++j) p.push_back(300 + 10 * i + j);
+    Add(i + 1, p, 3);
+  }
+  RunToIdle();
+  EXPECT_EQ(scheduler_->counters().prompt_tokens_computed, 4 * 106);
+  for (RequestId id : {1, 2, 3, 4}) EXPECT_EQ(outputs_[id].tokens, with_cache[id].tokens);
+}
+
+TEST_F(SchedulerTest, ChunkedPrefillSharesEachBlockAsSoonAsItIsComputed) {
+  Build(/*cache_enabled=*/true, /*budget=*/64);
+  const std::vector<TokenId> long_prompt = Prompt(1, 200);
+  Add(1, long_prompt, 2);
+  scheduler_->Step(absl::Now());  // 64 tokens of request 1: 4 blocks cached
+  EXPECT_EQ(cache_->Stats().tree.cached_blocks, 4);
+  // A request sharing the first 64 tokens hits them at once.
+  std::vector<TokenId> other(long_prompt.begin(), long_prompt.begin() + 64);
+  other.push_back(499);
+  Add(2, other, 2);
+  RunToIdle();
+  EXPECT_EQ(outputs_[2].usage.cached_tokens, 64);
+  EXPECT_EQ(outputs_[1].tokens.size(), 2u);
+}
+
+TEST_F(SchedulerTest, CancelReleasesEveryBlockBeforeReturning) {
+  Add(1, Prompt(1, 70), 50);
+  scheduler_->Step(absl::Now());
+  scheduler_->Step(absl::Now());
+  EXPECT_GT(cache_->Stats().blocks.in_use, 0);
+  scheduler_->Cancel(1, absl::CancelledError("test"));
+  EXPECT_EQ(cache_->Stats().blocks.in_use, 0);
+  EXPECT_FALSE(scheduler_->HasWork());
+  EXPECT_TRUE(scheduler_->CheckInvariants().ok());
+}
+
+}  // namespace
+}  // namespace prefixd

@@ -1,0 +1,31 @@
+// tools/test_model.h — the tiny, deterministic Hugging Face checkpoint the tests, the README
+// demo and the GPU checks use.
+//
+// config.json      LlamaForCausalLM with the shapes of the "tiny" random preset (4 layers,
+//                  hidden 256, 8 heads / 4 kv heads, llama3 RoPE scaling, tied embeddings)
+// model.safetensors  BF16 weights: the "tiny" random weights for `seed`, rounded to bf16
+// tokenizer.json   a byte-level BPE (Llama 3 style) of 512 tokens trained on an embedded
+//                  English corpus; BOS <|begin_of_text|> = 504, EOS <|end_of_text|> = 505
+#ifndef PREFIXD_TOOLS_TEST_MODEL_H_
+#define PREFIXD_TOOLS_TEST_MODEL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/model_config.h"
+
+namespace prefixd {
+
+inline constexpr uint64_t kTestModelSeed = 20261122;
+
+// A Hugging Face (transformers v4 style) config.json for `config`.
+std::string ModelConfigToJson(const ModelConfig& config);
+
+// Writes config.json, model.safetensors and tokenizer.json into `folder` (created if
+// missing; existing files are replaced).
+absl::Status WriteTestModel(const std::string& folder, uint64_t seed = kTestModelSeed);
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_TOOLS_TEST_MODEL_H_
