@@ -164,6 +164,13 @@ EngineStats Engine::Stats() {
   return StatsSnapshot();
 }
 
+void Engine::StatsAsync(std::function<void(EngineStats)> done) {
+  Post([this, done = std::move(done)] {
+    PublishStats(nullptr);
+    done(StatsSnapshot());
+  });
+}
+
 EngineStats Engine::StatsSnapshot() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -227,8 +234,17 @@ absl::StatusOr<RequestId> Engine::Submit(GenerationRequest request, UpdateCallba
     }
     id = next_id_++;
     ++pending_submissions_;
+    ++active_requests_;
+    UpdateCallback counted = [this, callback = std::move(callback)](GenerationUpdate&& update) {
+      const bool finished = update.finished;
+      callback(std::move(update));
+      if (finished) {
+        absl::MutexLock lock(&mu_);
+        --active_requests_;
+      }
+    };
     inbox_.push_back([this, id, request = std::move(request), max_new, seed, arrival = absl::Now(),
-                      callback = std::move(callback)]() mutable {
+                      callback = std::move(counted)]() mutable {
       {
         absl::MutexLock lock(&mu_);
         --pending_submissions_;
@@ -243,39 +259,54 @@ void Engine::Cancel(RequestId id) {
   Post([this, id] { scheduler_->Cancel(id, absl::CancelledError("cancelled by the client")); });
 }
 
-absl::StatusOr<PinResult> Engine::Pin(const CacheNamespace& ns, std::vector<TokenId> tokens) {
+void Engine::PinAsync(const CacheNamespace& ns, std::vector<TokenId> tokens,
+                      std::function<void(absl::StatusOr<PinResult>)> done) {
   if (!options_.prefix_cache) {
-    return absl::FailedPreconditionError("the prefix cache is disabled on this server");
+    done(absl::FailedPreconditionError("the prefix cache is disabled on this server"));
+    return;
   }
-  if (absl::Status s = ValidatePrompt(tokens); !s.ok()) return s;
+  if (absl::Status s = ValidatePrompt(tokens); !s.ok()) {
+    done(s);
+    return;
+  }
   if (static_cast<int>(tokens.size()) < options_.block_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a prefix of ", tokens.size(), " tokens is shorter than one KV block (",
-                     options_.block_size, " tokens): nothing to pin"));
+    done(absl::InvalidArgumentError(absl::StrCat("a prefix of ", tokens.size(),
+                                                 " tokens is shorter than one KV block (",
+                                                 options_.block_size, " tokens): nothing to pin")));
+    return;
   }
   if (static_cast<int>(tokens.size()) > max_context_len_) {
-    return absl::OutOfRangeError(absl::StrCat("prefix of ", tokens.size(),
-                                              " tokens exceeds the context of ", max_context_len_,
-                                              " tokens"));
+    done(absl::OutOfRangeError(absl::StrCat("prefix of ", tokens.size(),
+                                            " tokens exceeds the context of ", max_context_len_,
+                                            " tokens")));
+    return;
   }
+  absl::MutexLock lock(&mu_);
+  if (draining_) {
+    done(absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  const RequestId id = next_id_++;
+  ++active_requests_;
+  inbox_.push_back([this, id, ns, tokens = std::move(tokens), done = std::move(done)]() mutable {
+    scheduler_->AddPin(id, ns, std::move(tokens), absl::Now(),
+                       [this, done = std::move(done)](absl::StatusOr<int> pinned, int computed) {
+                         if (!pinned.ok()) {
+                           done(pinned.status());
+                         } else {
+                           done(PinResult{*pinned, computed});
+                         }
+                         absl::MutexLock lock(&mu_);
+                         --active_requests_;
+                       });
+  });
+}
+
+absl::StatusOr<PinResult> Engine::Pin(const CacheNamespace& ns, std::vector<TokenId> tokens) {
   std::promise<absl::StatusOr<PinResult>> promise;
   std::future<absl::StatusOr<PinResult>> future = promise.get_future();
-  RequestId id;
-  {
-    absl::MutexLock lock(&mu_);
-    if (draining_) return absl::UnavailableError("the server is shutting down");
-    id = next_id_++;
-    inbox_.push_back([this, id, ns, tokens = std::move(tokens), &promise]() mutable {
-      scheduler_->AddPin(id, ns, std::move(tokens), absl::Now(),
-                         [&promise](absl::StatusOr<int> pinned, int computed) {
-                           if (!pinned.ok()) {
-                             promise.set_value(pinned.status());
-                           } else {
-                             promise.set_value(PinResult{*pinned, computed});
-                           }
-                         });
-    });
-  }
+  PinAsync(ns, std::move(tokens),
+           [&promise](absl::StatusOr<PinResult> r) { promise.set_value(std::move(r)); });
   return future.get();
 }
 
@@ -291,7 +322,8 @@ int64_t Engine::Flush() {
   return freed;
 }
 
-int64_t Engine::Subscribe(CacheEventSink sink) {
+int64_t Engine::Subscribe(CacheEventSink sink,
+                          std::function<void(uint64_t sequence)> snapshot_done) {
   int64_t id;
   {
     absl::MutexLock lock(&mu_);
@@ -299,6 +331,7 @@ int64_t Engine::Subscribe(CacheEventSink sink) {
   }
   RunOnEngineThread([&] {
     for (const CacheEvent& event : cache_->tree().Snapshot()) sink(event);
+    if (snapshot_done) snapshot_done(cache_->tree().last_sequence());
     subscribers_.emplace(id, std::move(sink));
   });
   return id;
@@ -316,8 +349,7 @@ void Engine::Shutdown(absl::Duration grace) {
     // Wait until nothing is queued or running, or the grace period ends.
     mu_.AwaitWithTimeout(absl::Condition(
                              +[](Engine* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
-                               return e->inbox_.empty() && e->pending_submissions_ == 0 &&
-                                      e->stats_.running == 0 && e->stats_.waiting == 0;
+                               return e->active_requests_ == 0;
                              },
                              this),
                          grace);

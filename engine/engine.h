@@ -74,16 +74,21 @@ class Engine {
   // Unknown or finished ids are ignored.
   void Cancel(RequestId id);
 
-  // Prefills `tokens` (what is not cached yet) and pins its full blocks. Blocks until done.
+  // Prefills `tokens` (what is not cached yet) and pins its full blocks. `done` runs on the
+  // engine's thread (or at once, on a validation error) and must not block.
+  void PinAsync(const CacheNamespace& ns, std::vector<TokenId> tokens,
+                std::function<void(absl::StatusOr<PinResult>)> done);
+  // The same, waiting for the result.
   absl::StatusOr<PinResult> Pin(const CacheNamespace& ns, std::vector<TokenId> tokens);
   absl::StatusOr<int> Unpin(const CacheNamespace& ns, std::vector<TokenId> tokens);
   // Drops every evictable cached block; returns how many.
   int64_t Flush();
 
-  // `sink` receives a snapshot of the cache (kStored events), then every event, on the
-  // engine's thread; it must not block and must stay valid until Unsubscribe returns.
-  // Neither may be called from inside a sink or an update callback.
-  int64_t Subscribe(CacheEventSink sink);
+  // `sink` receives a snapshot of the cache (kStored events carrying the sequence number of
+  // the state they describe), then `snapshot_done()`, then every later event, all on the
+  // engine's thread; they must not block and must stay valid until Unsubscribe returns.
+  // Neither call may be made from inside a sink or an update callback.
+  int64_t Subscribe(CacheEventSink sink, std::function<void(uint64_t sequence)> snapshot_done);
   void Unsubscribe(int64_t subscription);
 
   // Refuses new requests (UNAVAILABLE), waits up to `grace` for the running and queued
@@ -93,6 +98,8 @@ class Engine {
   // Exact: taken on the engine's thread after everything submitted before this call (waits
   // for the step in progress).
   EngineStats Stats();
+  // Exact, like Stats(), delivered to `done` on the engine's thread; never blocks the caller.
+  void StatsAsync(std::function<void(EngineStats)> done);
   // The snapshot published after the last step: never blocks, may lag by one step.
   EngineStats StatsSnapshot() const;
   void SetStepObserver(StepObserver observer);
@@ -140,6 +147,9 @@ class Engine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool exit_ ABSL_GUARDED_BY(mu_) = false;
   int pending_submissions_ ABSL_GUARDED_BY(mu_) = 0;
+  // Accepted requests (and pins) that have not had their terminal update yet: exact, unlike
+  // the published stats, so Shutdown never mistakes a busy engine for an idle one.
+  int active_requests_ ABSL_GUARDED_BY(mu_) = 0;
   RequestId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_subscription_ ABSL_GUARDED_BY(mu_) = 1;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);

@@ -11,10 +11,10 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int32_t num_blocks
         backend.Allocate(dtype, {num_blocks, config.num_kv_heads, block_size, config.head_dim}));
     DeviceTensor& v = storage_.emplace_back(
         backend.Allocate(dtype, {num_blocks, config.num_kv_heads, block_size, config.head_dim}));
-    // Zeroed once: attention never reads a slot before writing it, but a clean pool makes
-    // any such bug loud and deterministic.
-    backend.Fill(k.view(), 0.0f);
-    backend.Fill(v.view(), 0.0f);
+    // Not initialised: attention reads only positions below a sequence's context length,
+    // and RopeAndStoreKv has written each of those by then. Touching the whole pool here
+    // would cost seconds of page faults at start-up for nothing (on the CPU, memory is
+    // committed as blocks are first used).
     layers_.push_back(KvCacheLayer{k.view(), v.view()});
     bytes_ += static_cast<int64_t>(k.view().nbytes() + v.view().nbytes());
   }

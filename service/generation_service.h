@@ -1,0 +1,24 @@
+// service/generation_service.h — prefixd.v1.Generation over the engine.
+#ifndef PREFIXD_SERVICE_GENERATION_SERVICE_H_
+#define PREFIXD_SERVICE_GENERATION_SERVICE_H_
+
+#include "prefixd/v1/generation.grpc.pb.h"
+#include "service/service_context.h"
+
+namespace prefixd {
+
+class GenerationService final : public v1::Generation::CallbackService {
+ public:
+  // `context` must outlive the service.
+  explicit GenerationService(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
+
+ private:
+  ServiceContext* context_;
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_SERVICE_GENERATION_SERVICE_H_

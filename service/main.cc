@@ -1,0 +1,206 @@
+// prefixd — the server binary: flags, model loading with progress, serving, draining.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "engine/engine.h"
+#include "engine/model_loader.h"
+#include "kernels/kernels.h"
+#include "service/server.h"
+#include "service/tenants.h"
+
+ABSL_FLAG(std::string, model, PREFIXD_DEFAULT_MODEL,
+          "Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or "
+          "random:<preset> (tiny, llama-3.2-1b, llama-3-8b, qwen2-0.5b: random weights of real "
+          "shapes, for benchmarks). Default: the test model the build writes.");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json to use instead of the model folder's");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC address to serve on; port 0 picks a free port. Use 0.0.0.0:PORT to accept "
+          "connections from other machines.");
+ABSL_FLAG(int, block_size, 16,
+          "tokens per KV cache block (a power of two); only full blocks "
+          "are shared between requests");
+ABSL_FLAG(int64_t, kv_cache_tokens, 0,
+          "KV cache capacity in tokens; 0 sizes it automatically (1 GiB on the CPU)");
+ABSL_FLAG(int, max_batch_tokens, 2048,
+          "tokens computed per step: prefill chunks and one decode token per running request");
+ABSL_FLAG(int, max_running_requests, 64, "requests batched together at most");
+ABSL_FLAG(int, max_queued_requests, 1024,
+          "requests waiting for a place at most; beyond, Generate says RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, prefix_cache, true,
+          "share KV blocks of common prefixes between requests (false: every request computes "
+          "its whole prompt; for comparisons)");
+ABSL_FLAG(std::string, tokens_file, "",
+          "JSON file of tenants and their bearer tokens; without it every call is in one "
+          "namespace and no token is asked for (see README, Tenants)");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
+          "on SIGTERM/SIGINT, how long running requests get to finish before they are "
+          "cancelled");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, threads, 0, "CPU backend threads; 0: every core this process may use");
+
+namespace prefixd {
+namespace {
+
+int signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signo) {
+  const char c = static_cast<char>(signo);
+  [[maybe_unused]] ssize_t n = write(signal_pipe[1], &c, 1);
+}
+
+// Progress of a long load on stderr: a bar redrawn in place on a terminal, a line every
+// 10 % otherwise (logs).
+class LoadProgress {
+ public:
+  explicit LoadProgress(std::string what) : what_(std::move(what)), tty_(isatty(2)) {}
+  void operator()(int64_t done, int64_t total) {
+    if (total <= 0) return;
+    const int percent = static_cast<int>(100 * done / total);
+    if (tty_) {
+      if (percent == last_) return;
+      const int width = 30, filled = percent * width / 100;
+      std::fprintf(stderr, "\r%s [%s%s] %3d%%", what_.c_str(), std::string(filled, '#').c_str(),
+                   std::string(width - filled, '.').c_str(), percent);
+      if (done == total) std::fprintf(stderr, "\n");
+    } else if (percent / 10 != last_ / 10 || done == total) {
+      std::fprintf(stderr, "%s: %d%%\n", what_.c_str(), percent);
+    }
+    last_ = percent;
+  }
+
+ private:
+  std::string what_;
+  bool tty_;
+  int last_ = -1;
+};
+
+std::string Bytes(int64_t n) {
+  if (n >= (int64_t{1} << 30)) return absl::StrFormat("%.1f GiB", n / double(int64_t{1} << 30));
+  return absl::StrFormat("%.1f MiB", n / double(1 << 20));
+}
+
+int Run() {
+  // Tenants first: a bad tokens file should fail before a long model load.
+  TenantDirectory tenants = TenantDirectory::Open();
+  if (const std::string path = absl::GetFlag(FLAGS_tokens_file); !path.empty()) {
+    absl::StatusOr<TenantDirectory> dir = TenantDirectory::FromFile(path);
+    if (!dir.ok()) {
+      std::fprintf(stderr, "prefixd: %s\n", dir.status().ToString().c_str());
+      return 2;
+    }
+    tenants = *std::move(dir);
+  }
+
+  std::unique_ptr<Backend> backend = MakeCpuBackend(absl::GetFlag(FLAGS_threads));
+  const std::string model_spec = absl::GetFlag(FLAGS_model);
+  const absl::Time load_start = absl::Now();
+  LoadProgress progress(absl::StrCat("loading ", model_spec));
+  absl::StatusOr<LoadedModel> model =
+      LoadModel(model_spec, absl::GetFlag(FLAGS_tokenizer), *backend,
+                [&progress](int64_t done, int64_t total) { progress(done, total); });
+  if (!model.ok()) {
+    std::fprintf(stderr, "prefixd: cannot load the model: %s\n", model.status().ToString().c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "prefixd: model %s: %s, on %s (%.1f s)\n", model->id.c_str(),
+               model->config.Summary().c_str(), backend->Describe().c_str(),
+               absl::ToDoubleSeconds(absl::Now() - load_start));
+
+  EngineOptions options;
+  options.block_size = absl::GetFlag(FLAGS_block_size);
+  options.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
+  options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  const ModelConfig config = model->config;
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(std::move(backend), *std::move(model), options);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", engine.status().ToString().c_str());
+    return 2;
+  }
+  const int64_t kv_tokens = (*engine)->kv_cache_tokens();
+  std::fprintf(
+      stderr,
+      "prefixd: KV cache %lld tokens in blocks of %d (%s), context %d tokens, prefix "
+      "cache %s, %s\n",
+      static_cast<long long>(kv_tokens), options.block_size,
+      Bytes(
+          kv_tokens / options.block_size *
+          KvCache::BytesPerBlock(config, options.block_size, (*engine)->backend().compute_dtype()))
+          .c_str(),
+      (*engine)->max_context_len(), options.prefix_cache ? "on" : "off",
+      tenants.requires_token()
+          ? absl::StrCat(tenants.num_tenants(), " tenants (bearer tokens required)").c_str()
+          : "no tokens file (one namespace)");
+
+  ServerOptions server_options;
+  server_options.listen = absl::GetFlag(FLAGS_listen);
+  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
+      PrefixdServer::Start(engine->get(), std::move(tenants), server_options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", server.status().ToString().c_str());
+    return 2;
+  }
+  std::printf("prefixd: listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+
+  char signo = 0;
+  while (read(signal_pipe[0], &signo, 1) < 0 && errno == EINTR) {
+  }
+  std::fprintf(stderr, "prefixd: %s, draining (grace %s)\n", strsignal(signo),
+               absl::FormatDuration(server_options.shutdown_grace).c_str());
+  (*server)->Drain();
+  server->reset();
+  engine->reset();
+  std::fprintf(stderr, "prefixd: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace prefixd
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "prefixd — LLM generation over gRPC with a KV cache shared across requests.\n\n"
+      "  prefixd [--model=DIR|random:PRESET] [--listen=HOST:PORT] [--tokens_file=FILE] ...\n\n"
+      "Serves prefixd.v1.Generation and prefixd.v1.Cache (see proto/prefixd/v1), "
+      "grpc.health.v1.Health and server reflection. SIGTERM or SIGINT drains: health turns "
+      "NOT_SERVING, new calls get UNAVAILABLE, running requests finish within "
+      "--shutdown_grace, then prefixd exits 0.");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return path.find("service/main.cc") != absl::string_view::npos;
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+
+  if (pipe2(prefixd::signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("prefixd: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = prefixd::OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return prefixd::Run();
+}

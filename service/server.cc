@@ -1,0 +1,67 @@
+#include "service/server.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace prefixd {
+
+PrefixdServer::PrefixdServer(Engine* engine, TenantDirectory tenants, ServerOptions options)
+    : options_(std::move(options)),
+      tenants_(std::move(tenants)),
+      generation_(&context_),
+      cache_(&context_) {
+  context_.engine = engine;
+  context_.tenants = &tenants_;
+}
+
+absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engine,
+                                                                    TenantDirectory tenants,
+                                                                    ServerOptions options) {
+  std::unique_ptr<PrefixdServer> s(
+      new PrefixdServer(engine, std::move(tenants), std::move(options)));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->options_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
+  builder.RegisterService(&s->generation_);
+  builder.RegisterService(&s->cache_);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", s->options_.listen,
+                     " (address in use, or not an address this machine has?)"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  return s;
+}
+
+PrefixdServer::~PrefixdServer() { Drain(); }
+
+std::string PrefixdServer::address() const {
+  const std::string& listen = options_.listen;
+  const size_t colon = listen.rfind(':');
+  return absl::StrCat(listen.substr(0, colon), ":", port_);
+}
+
+void PrefixdServer::Drain() {
+  if (drained_ || server_ == nullptr) return;
+  drained_ = true;
+  const absl::Time deadline = absl::Now() + options_.shutdown_grace;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  context_.draining = true;
+  // Requests get the grace period to finish in the engine; what is left ends cancelled.
+  context_.engine->Shutdown(options_.shutdown_grace);
+  // Streams still delivering their last messages to slow readers get what is left of the
+  // grace period too (at least a second); watchers are cancelled.
+  server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
+  server_->Wait();
+}
+
+}  // namespace prefixd

@@ -1,0 +1,33 @@
+// service/service_context.h — what every RPC handler needs: the engine, the tenants, and
+// whether the server is draining.
+#ifndef PREFIXD_SERVICE_SERVICE_CONTEXT_H_
+#define PREFIXD_SERVICE_SERVICE_CONTEXT_H_
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "grpcpp/server_context.h"
+#include "service/tenants.h"
+
+namespace prefixd {
+
+struct ServiceContext {
+  Engine* engine = nullptr;  // outlives the gRPC server
+  const TenantDirectory* tenants = nullptr;
+  std::atomic<bool> draining{false};
+
+  // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.
+  absl::StatusOr<const Tenant*> Authenticate(const grpc::CallbackServerContext& ctx) const;
+  // The cache namespace of a request of `tenant` asking for `shared_namespace`.
+  absl::StatusOr<CacheNamespace> Namespace(const Tenant& tenant,
+                                           const std::string& shared_namespace) const;
+  // The namespace names whose stats `tenant` may see (all, for an admin).
+  static std::vector<std::string> VisibleNamespaces(const Tenant& tenant);
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_SERVICE_SERVICE_CONTEXT_H_

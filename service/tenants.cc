@@ -1,0 +1,144 @@
+#include "service/tenants.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace prefixd {
+namespace {
+
+constexpr size_t kMinTokenLength = 16;
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string SharedNamespaceKey(std::string_view name) {
+  return absl::StrCat("shared:", std::string(name));
+}
+
+TenantDirectory TenantDirectory::Open() {
+  TenantDirectory dir;
+  auto t = std::make_unique<Tenant>();
+  t->name = "default";
+  t->admin = true;
+  dir.tenants_.push_back(std::move(t));
+  return dir;
+}
+
+absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
+                                                          std::string_view path_view) {
+  const std::string path(path_view);
+  auto fail = [&](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
+  };
+  nlohmann::json doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return fail("not valid JSON");
+  if (!doc.is_object() || !doc.contains("tenants") || !doc["tenants"].is_array()) {
+    return fail("expected an object with a \"tenants\" array");
+  }
+  TenantDirectory dir;
+  absl::flat_hash_set<std::string> names;
+  const nlohmann::json& list = doc["tenants"];
+  if (list.empty()) return fail("\"tenants\" is empty: no call could authenticate");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const nlohmann::json& e = list[i];
+    const std::string where = absl::StrCat("tenants[", i, "]");
+    if (!e.is_object()) return fail(where, " is not an object");
+    for (auto it = e.begin(); it != e.end(); ++it) {
+      if (it.key() != "name" && it.key() != "tokens" && it.key() != "shared_namespaces" &&
+          it.key() != "admin") {
+        return fail(where, " has an unknown field \"", it.key(), "\"");
+      }
+    }
+    auto t = std::make_unique<Tenant>();
+    if (!e.contains("name") || !e["name"].is_string()) return fail(where, ".name is missing");
+    t->name = e["name"].get<std::string>();
+    if (!ValidName(t->name)) {
+      return fail(where, ".name \"", t->name, "\" must be 1-64 of [A-Za-z0-9._-]");
+    }
+    if (!names.insert(t->name).second) return fail("tenant \"", t->name, "\" appears twice");
+    if (!e.contains("tokens") || !e["tokens"].is_array() || e["tokens"].empty()) {
+      return fail("tenant \"", t->name, "\" has no \"tokens\" array");
+    }
+    for (const nlohmann::json& tok : e["tokens"]) {
+      if (!tok.is_string())
+        return fail("tenant \"", t->name, "\" has a token that is not a string");
+      const std::string token = tok.get<std::string>();
+      if (token.size() < kMinTokenLength) {
+        return fail("tenant \"", t->name, "\" has a token shorter than ", kMinTokenLength,
+                    " characters");
+      }
+      if (!dir.by_token_.emplace(token, t.get()).second) {
+        return fail("tenant \"", t->name, "\" reuses a token of another tenant");
+      }
+    }
+    if (e.contains("shared_namespaces")) {
+      if (!e["shared_namespaces"].is_array()) {
+        return fail("tenant \"", t->name, "\": shared_namespaces must be an array");
+      }
+      for (const nlohmann::json& ns : e["shared_namespaces"]) {
+        if (!ns.is_string() || !ValidName(ns.get<std::string>())) {
+          return fail("tenant \"", t->name,
+                      "\": shared namespace names must be 1-64 of [A-Za-z0-9._-]");
+        }
+        t->shared_namespaces.push_back(ns.get<std::string>());
+      }
+    }
+    if (e.contains("admin")) {
+      if (!e["admin"].is_boolean())
+        return fail("tenant \"", t->name, "\": admin must be a boolean");
+      t->admin = e["admin"].get<bool>();
+    }
+    dir.tenants_.push_back(std::move(t));
+  }
+  return dir;
+}
+
+absl::StatusOr<TenantDirectory> TenantDirectory::FromFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open tokens file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return FromJson(text.str(), path);
+}
+
+absl::StatusOr<const Tenant*> TenantDirectory::Authenticate(
+    std::optional<std::string_view> authorization) const {
+  if (!requires_token()) return tenants_.front().get();
+  if (!authorization) {
+    return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+  }
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization->size() <= kBearer.size() ||
+      authorization->substr(0, kBearer.size()) != kBearer) {
+    return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
+  }
+  auto it = by_token_.find(std::string(authorization->substr(kBearer.size())));
+  if (it == by_token_.end()) return absl::UnauthenticatedError("unknown bearer token");
+  return it->second;
+}
+
+absl::StatusOr<std::string> TenantDirectory::NamespaceFor(const Tenant& tenant,
+                                                          std::string_view shared_namespace) {
+  if (shared_namespace.empty()) return tenant.name;
+  for (const std::string& granted : tenant.shared_namespaces) {
+    if (granted == shared_namespace) return SharedNamespaceKey(shared_namespace);
+  }
+  return absl::PermissionDeniedError(absl::StrCat("tenant \"", tenant.name,
+                                                  "\" is not granted the shared namespace \"",
+                                                  std::string(shared_namespace), "\""));
+}
+
+}  // namespace prefixd

@@ -1,0 +1,65 @@
+// service/tenants.h — who is calling, and which cache namespace their requests use.
+//
+// Without a tokens file every call is in one namespace ("default"): a single-team setup.
+// With one, each call must carry `authorization: Bearer <token>`; the token's tenant is the
+// cache namespace. A tenant may also use the shared namespaces the file grants it (e.g. a
+// public system prompt several teams share). The namespace never comes from the request
+// body: a request may only *pick* one of the shared namespaces its tenant is granted.
+//
+// Tokens file (JSON):
+//   {"tenants": [
+//     {"name": "acme", "tokens": ["<secret>", ...], "shared_namespaces": ["public"],
+//      "admin": false}
+//   ]}
+// Names: 1-64 of [A-Za-z0-9._-]. Tokens: at least 16 characters, unique across tenants.
+// Admins may see every namespace's stats, flush the cache and watch cache events.
+#ifndef PREFIXD_SERVICE_TENANTS_H_
+#define PREFIXD_SERVICE_TENANTS_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace prefixd {
+
+struct Tenant {
+  std::string name;
+  std::vector<std::string> shared_namespaces;
+  bool admin = false;
+};
+
+class TenantDirectory {
+ public:
+  // Every call is the admin tenant "default".
+  static TenantDirectory Open();
+  static absl::StatusOr<TenantDirectory> FromJson(std::string_view json, std::string_view path);
+  static absl::StatusOr<TenantDirectory> FromFile(const std::string& path);
+
+  bool requires_token() const { return !by_token_.empty(); }
+  int num_tenants() const { return static_cast<int>(tenants_.size()); }
+
+  // The tenant of a call given its `authorization` metadata value (nullopt: absent).
+  // UNAUTHENTICATED when a token is required and missing, malformed or unknown.
+  absl::StatusOr<const Tenant*> Authenticate(std::optional<std::string_view> authorization) const;
+
+  // The cache namespace (the `tenant` field of CacheNamespace) for a request of `tenant`
+  // that asks for `shared_namespace` (empty: its own). PERMISSION_DENIED if not granted.
+  static absl::StatusOr<std::string> NamespaceFor(const Tenant& tenant,
+                                                  std::string_view shared_namespace);
+
+ private:
+  std::vector<std::unique_ptr<Tenant>> tenants_;
+  absl::flat_hash_map<std::string, const Tenant*> by_token_;
+};
+
+// Shared namespaces live apart from tenants' own: "shared:<name>" (tenant names have no ':').
+std::string SharedNamespaceKey(std::string_view name);
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_SERVICE_TENANTS_H_

@@ -1,0 +1,130 @@
+// A real prefixd process on a loopback port, for integration tests.
+//
+//   auto server = ServerProcess::Start({"--max_running_requests=4"});
+//   auto channel = grpc::CreateChannel((*server)->target(), ...);
+//   ...
+//   EXPECT_EQ((*server)->Stop(), 0);  // SIGTERM, drain, exit code
+#ifndef PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
+#define PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace prefixd::testing {
+
+class ServerProcess {
+ public:
+  // Starts PREFIXD_BINARY with `args` (and --listen=127.0.0.1:0 unless given), and returns
+  // once it prints its "listening on" line. Its stderr goes to a log file (see log()).
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args) {
+    bool has_listen = false;
+    for (const std::string& a : args) has_listen |= a.rfind("--listen", 0) == 0;
+    if (!has_listen) args.push_back("--listen=127.0.0.1:0");
+    // The tests' loads fit in a small pool; keep start-up fast.
+    bool has_kv = false;
+    for (const std::string& a : args) has_kv |= a.rfind("--kv_cache_tokens", 0) == 0;
+    if (!has_kv) args.push_back("--kv_cache_tokens=65536");
+
+    auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
+    char log_template[] = "/tmp/prefixd-test-XXXXXX";
+    const int log_fd = mkstemp(log_template);
+    if (log_fd < 0) return absl::InternalError("mkstemp failed");
+    p->log_path_ = log_template;
+    int out[2];
+    if (pipe(out) != 0) return absl::InternalError("pipe failed");
+    p->pid_ = fork();
+    if (p->pid_ < 0) return absl::InternalError("fork failed");
+    if (p->pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(log_fd, STDERR_FILENO);
+      close(out[0]);
+      std::vector<char*> argv;
+      std::string binary = PREFIXD_BINARY;
+      argv.push_back(binary.data());
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      std::perror("execv prefixd");
+      _exit(127);
+    }
+    close(out[1]);
+    close(log_fd);
+    p->stdout_ = fdopen(out[0], "r");
+    // Read lines until "listening on HOST:PORT" (or the process dies: EOF).
+    char line[512];
+    while (std::fgets(line, sizeof(line), p->stdout_) != nullptr) {
+      const std::string s(line);
+      const std::string marker = "prefixd: listening on ";
+      if (s.rfind(marker, 0) == 0) {
+        p->target_ = s.substr(marker.size());
+        while (!p->target_.empty() && (p->target_.back() == '\n' || p->target_.back() == '\r')) {
+          p->target_.pop_back();
+        }
+        return p;
+      }
+    }
+    const int code = p->Wait();
+    return absl::InternalError(
+        absl::StrCat("prefixd exited (", code, ") before listening; its log:\n", p->log()));
+  }
+
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (stdout_ != nullptr) std::fclose(stdout_);
+    if (!log_path_.empty()) unlink(log_path_.c_str());
+  }
+
+  const std::string& target() const { return target_; }
+  pid_t pid() const { return pid_; }
+
+  // Sends `signo` and waits for the exit code (128 + signal if killed by one).
+  int Stop(int signo = SIGTERM) {
+    if (pid_ <= 0) return exit_code_;
+    kill(pid_, signo);
+    return Wait();
+  }
+  void Signal(int signo) { kill(pid_, signo); }
+
+  int Wait() {
+    if (pid_ <= 0) return exit_code_;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return exit_code_;
+  }
+
+  std::string log() const {
+    std::ifstream in(log_path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+ private:
+  ServerProcess() = default;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  FILE* stdout_ = nullptr;
+  std::string target_;
+  std::string log_path_;
+};
+
+}  // namespace prefixd::testing
+
+#endif  // PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
