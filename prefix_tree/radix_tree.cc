@@ -264,6 +264,11 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         child->parent_key = LastKey(end);
         child->last_access = clock_;
         child->id = next_node_id_++;
+        // Sized once: a whole prompt inserted in one call must not regrow its edge's
+        // vectors block by block.
+        child->keys.reserve(num_full - b);
+        child->blocks.reserve(num_full - b);
+        child->tokens.reserve(static_cast<size_t>(num_full - b) * block_size_);
         target = child.get();
       }
       const int first_new = target->num_blocks();
