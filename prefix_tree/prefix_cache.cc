@@ -2,11 +2,27 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
 
 namespace prefixd {
 
 PrefixCache::PrefixCache(PrefixCacheOptions options)
-    : tree_(options.tree), pool_(options.num_blocks), enabled_(options.enabled) {}
+    : tree_(options.tree),
+      pool_(options.num_blocks),
+      enabled_(options.enabled),
+      cached_(options.num_blocks, false) {}
+
+void PrefixCache::Free(absl::Span<const BlockId> blocks) {
+  for (BlockId b : blocks) {
+    PREFIXD_CHECK(b < 0 || b >= capacity() || !cached_[b], "block ", b,
+                  " belongs to the prefix cache and cannot be freed by a request");
+  }
+  pool_.Free(blocks);
+}
+
+void PrefixCache::TrackEvicted(absl::Span<const BlockId> blocks) {
+  for (BlockId b : blocks) cached_[b] = false;
+}
 
 PrefixMatch PrefixCache::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
   return tree_.Match(ns, enabled_ ? tokens : absl::Span<const TokenId>());
@@ -15,7 +31,16 @@ PrefixMatch PrefixCache::Match(const CacheNamespace& ns, absl::Span<const TokenI
 InsertResult PrefixCache::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
                                  absl::Span<const BlockId> blocks) {
   if (!enabled_) return InsertResult{};
-  return tree_.Insert(match, tokens, blocks);
+  const int before = match.num_blocks();
+  InsertResult result = tree_.Insert(match, tokens, blocks);
+  // Blocks the caller passed in that the tree now owns (duplicates stay the caller's).
+  size_t dup = 0;
+  for (int i = before; i < match.num_blocks(); ++i) {
+    while (dup < result.duplicate_indices.size() && result.duplicate_indices[dup] < i) ++dup;
+    if (dup < result.duplicate_indices.size() && result.duplicate_indices[dup] == i) continue;
+    cached_[match.blocks()[i]] = true;
+  }
+  return result;
 }
 
 absl::StatusOr<std::vector<BlockId>> PrefixCache::Allocate(int n) {
@@ -24,7 +49,11 @@ absl::StatusOr<std::vector<BlockId>> PrefixCache::Allocate(int n) {
         absl::StrCat("KV cache full: ", n, " blocks wanted, ", pool_.num_free(), " free and ",
                      tree_.evictable_blocks(), " evictable of ", capacity()));
   }
-  if (n > pool_.num_free()) pool_.Free(tree_.Evict(n - pool_.num_free()));
+  if (n > pool_.num_free()) {
+    const std::vector<BlockId> evicted = tree_.Evict(n - pool_.num_free());
+    TrackEvicted(evicted);
+    pool_.Free(evicted);
+  }
   return pool_.Allocate(n);
 }
 
@@ -44,6 +73,7 @@ absl::StatusOr<int> PrefixCache::Unpin(const CacheNamespace& ns, absl::Span<cons
 
 int64_t PrefixCache::Flush() {
   std::vector<BlockId> freed = tree_.Flush();
+  TrackEvicted(freed);
   pool_.Free(freed);
   return static_cast<int64_t>(freed.size());
 }

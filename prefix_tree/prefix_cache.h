@@ -62,8 +62,8 @@ class PrefixCache {
   // `n` private blocks; evicts least recently used cached blocks when the free list is
   // short. ResourceExhausted (and nothing taken) when free + evictable < n.
   absl::StatusOr<std::vector<BlockId>> Allocate(int n);
-  // Returns private blocks (never blocks the tree owns) to the free list.
-  void Free(absl::Span<const BlockId> blocks) { pool_.Free(blocks); }
+  // Returns private blocks to the free list. Freeing a block the tree owns crashes.
+  void Free(absl::Span<const BlockId> blocks);
 
   // FailedPrecondition when the cache is disabled; see RadixTree for the rest.
   absl::StatusOr<int> Pin(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
@@ -85,9 +85,13 @@ class PrefixCache {
  private:
   absl::Status CheckAccounting(const std::vector<BlockId>* private_blocks) const;
 
+  // Marks what the tree stores after an insert and what it gave back after an eviction.
+  void TrackEvicted(absl::Span<const BlockId> blocks);
+
   RadixTree tree_;
   BlockPool pool_;
   const bool enabled_;
+  std::vector<bool> cached_;  // cached_[b]: the tree owns block b
 };
 
 }  // namespace prefixd
