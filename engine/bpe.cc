@@ -73,7 +73,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const BpeModelSpec& s
 
   model->merges_.reserve(spec.merges.size());
   for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
-    const auto& [left, right] = spec.merges[rank];
+    // Named references, not a structured binding: clang 14 (the fuzz build) cannot capture
+    // those in a lambda.
+    const std::string& left = spec.merges[rank].first;
+    const std::string& right = spec.merges[rank].second;
     auto describe = [&] {
       return StrCatStd("model.merges[", rank, "] (", QuoteForMessage(left), " ",
                        QuoteForMessage(right), "): ");
