@@ -74,6 +74,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   cache_options.num_blocks = num_blocks;
   cache_options.tree.block_size = options_.block_size;
   if (options_.hash_seed) cache_options.tree.seed = *options_.hash_seed;
+  if (options_.block_hash != nullptr) cache_options.tree.hash = options_.block_hash;
   cache_options.enabled = options_.prefix_cache;
   cache_ = std::make_unique<PrefixCache>(cache_options);
   cache_->SetEventSink([this](const CacheEvent& event) {
@@ -83,6 +84,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   SchedulerOptions scheduler_options;
   scheduler_options.max_batch_tokens = options_.max_batch_tokens;
   scheduler_options.max_running_requests = options_.max_running_requests;
+  scheduler_options.inject_fault = options_.inject_fault;
   scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options);
   PublishStats(nullptr);
   thread_ = std::thread([this] { Loop(); });
@@ -164,10 +166,12 @@ EngineStats Engine::Stats() {
   return StatsSnapshot();
 }
 
-void Engine::StatsAsync(std::function<void(EngineStats)> done) {
-  Post([this, done = std::move(done)] {
+void Engine::StatsAsync(std::function<void(EngineStats)> done, int hot_prefixes) {
+  Post([this, done = std::move(done), hot_prefixes] {
     PublishStats(nullptr);
-    done(StatsSnapshot());
+    EngineStats stats = StatsSnapshot();
+    stats.hot_prefixes = cache_->HotPrefixes(hot_prefixes);
+    done(std::move(stats));
   });
 }
 

@@ -41,6 +41,8 @@ struct EngineOptions {
   bool prefix_cache = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
   bool check_invariants = false;      // check the cache after every step (tests)
+  StepFaultInjector inject_fault;     // tests only: fail chosen steps
+  BlockHashFn block_hash = nullptr;   // tests only: another block hash (e.g. always colliding)
 };
 
 struct EngineStats {
@@ -49,6 +51,8 @@ struct EngineStats {
   int running = 0;
   int waiting = 0;
   StepReport last_step;
+  // The most used cached prefixes; filled only by StatsAsync(done, hot_prefixes > 0).
+  std::vector<HotPrefix> hot_prefixes;
 };
 
 struct PinResult {
@@ -99,7 +103,9 @@ class Engine {
   // for the step in progress).
   EngineStats Stats();
   // Exact, like Stats(), delivered to `done` on the engine's thread; never blocks the caller.
-  void StatsAsync(std::function<void(EngineStats)> done);
+  // With `hot_prefixes` = k > 0, also the k most used cached prefixes (a walk of the whole
+  // cache: for a dashboard's once a second, not for every step).
+  void StatsAsync(std::function<void(EngineStats)> done, int hot_prefixes = 0);
   // The snapshot published after the last step: never blocks, may lag by one step.
   EngineStats StatsSnapshot() const;
   void SetStepObserver(StepObserver observer);

@@ -353,6 +353,20 @@ StepReport Scheduler::Step(absl::Time now) {
   }
   report.num_seqs = static_cast<int>(scheduled.size());
   report.num_tokens = batch_.num_tokens();
+  if (options_.inject_fault) {
+    std::vector<RequestId> ids;
+    for (const Sequence* seq : scheduled) ids.push_back(seq->id);
+    if (absl::Status fault = options_.inject_fault(ids); !fault.ok()) {
+      ++counters_.failed_steps;
+      for (Sequence* seq : scheduled) {
+        Finish(*seq,
+               absl::InternalError(
+                   absl::StrCat("the step computing this request failed: ", fault.message())),
+               FinishReason::kNone, GenerationUpdate{}, absl::Now());
+      }
+      return report;
+    }
+  }
   const Tensor logits = model_.Forward(batch_);
   std::vector<SampledToken> tokens(rows.size());
   if (!rows.empty()) model_.backend().Sample(logits, rows, absl::MakeSpan(tokens));

@@ -32,9 +32,14 @@
 
 namespace prefixd {
 
+// Decides, before a step runs, whether it fails (tests only: a stand-in for a device
+// error). Given the ids of the step's requests.
+using StepFaultInjector = std::function<absl::Status(absl::Span<const RequestId> step)>;
+
 struct SchedulerOptions {
-  int max_batch_tokens = 2048;    // tokens per step (prefill chunks + decodes)
-  int max_running_requests = 64;  // sequences per step
+  int max_batch_tokens = 2048;     // tokens per step (prefill chunks + decodes)
+  int max_running_requests = 64;   // sequences per step
+  StepFaultInjector inject_fault;  // tests only
 };
 
 // Counters since start, for stats and metrics.
@@ -49,6 +54,7 @@ struct SchedulerCounters {
   int64_t finished_length = 0;
   int64_t finished_cancelled = 0;  // by the server (shutdown)
   int64_t failed = 0;              // ended with an error status
+  int64_t failed_steps = 0;        // steps that failed (their requests ended INTERNAL)
   int64_t deduplicated_waits = 0;  // admissions deferred to share a prefix being computed
 };
 
@@ -88,7 +94,10 @@ class Scheduler {
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
 
-  // Runs one step. Returns what it did (num_seqs 0 when there was nothing to run).
+  // Runs one step. Returns what it did (num_seqs 0 when there was nothing to run). If the
+  // step fails, every request in it ends with INTERNAL (its blocks released; the cache is
+  // untouched, since a step writes only positions no cached block holds) and the next step
+  // serves the rest.
   StepReport Step(absl::Time now);
 
   PrefixCache& cache() { return cache_; }

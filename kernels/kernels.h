@@ -185,7 +185,7 @@ class Backend {
                           Tensor& out) = 0;
 
   // out = x · wᵀ (+ bias).  x: [T, K], w: [N, K], bias: [N] or nullptr, out: [T, N].
-  // Accumulation in fp32.
+  // Accumulation in fp32. out has the compute dtype, or f32 (the engine's logits).
   virtual void Gemm(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
 
   // qkv: [T, (Hq + 2 Hkv) d], each row q heads then k heads then v heads.

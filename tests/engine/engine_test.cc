@@ -328,6 +328,66 @@ TEST(EngineTest, ManyConcurrentRequestsEachEndExactlyOnce) {
   EXPECT_TRUE(engine->CheckInvariants().ok());
 }
 
+TEST(EngineTest, AFailedStepEndsItsRequestsWithInternalAndTheEngineGoesOn) {
+  EngineOptions o = TestOptions();
+  // Request ids start at 1: every step that includes the first request fails.
+  o.inject_fault = [](absl::Span<const RequestId> step) {
+    for (RequestId id : step) {
+      if (id == 1) return absl::UnavailableError("injected device fault");
+    }
+    return absl::OkStatus();
+  };
+  std::unique_ptr<Engine> engine = MakeTestEngine(o);
+  const std::vector<TokenId> system = Tokens(30, 48);
+  const Outcome failed = RunOne(*engine, Greedy(Concat(system, Tokens(31, 5)), 8));
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(failed.status.message()), ::testing::HasSubstr("injected device fault"));
+  EXPECT_EQ(failed.terminal_updates, 1);
+  // Nothing of the failed step reached the cache, and everything after it is served.
+  std::vector<GenerationRequest> next;
+  for (int i = 0; i < 6; ++i) next.push_back(Greedy(Concat(system, Tokens(40 + i, 5)), 8));
+  for (const Outcome& o : RunAll(*engine, next)) {
+    EXPECT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens.size(), 8u);
+  }
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.counters.failed_steps, 1);
+  EXPECT_EQ(stats.cache.blocks.in_use, 0);
+  EXPECT_TRUE(engine->CheckInvariants().ok());
+}
+
+BlockKey AlwaysCollide(uint64_t, const BlockKey&, absl::Span<const TokenId>) {
+  return BlockKey{0x5eed, 0x5eed};
+}
+
+TEST(EngineTest, ForcedHashCollisionsNeverShareKvAndOutputsEqualCacheOff) {
+  const std::vector<TokenId> p = Tokens(50, 40), q = Tokens(51, 40);
+  std::vector<GenerationRequest> reqs = {
+      Greedy(Concat(p, Tokens(52, 6)), 10), Greedy(Concat(q, Tokens(53, 6)), 10),
+      Greedy(Concat(p, Tokens(54, 6)), 10), Greedy(Concat(q, Tokens(55, 6)), 10)};
+  for (GenerationRequest& r : reqs) r.sampling.top_logprobs = 5;
+  EngineOptions off = TestOptions();
+  off.prefix_cache = false;
+  std::unique_ptr<Engine> reference = MakeTestEngine(off);
+  std::vector<Outcome> want;
+  for (const GenerationRequest& r : reqs) want.push_back(RunOne(*reference, r));
+
+  EngineOptions colliding = TestOptions();
+  colliding.block_hash = &AlwaysCollide;  // every block of every prompt has the same key
+  std::unique_ptr<Engine> engine = MakeTestEngine(colliding);
+  std::vector<Outcome> got;
+  for (const GenerationRequest& r : reqs) got.push_back(RunOne(*engine, r));
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ExpectSameOutput(want[i], got[i], 1e-4f, "request " + std::to_string(i));
+  }
+  // The third prompt truly shares p with the first: that still hits (tokens compared
+  // equal). The second and fourth collide with p's key but not its tokens: never a hit.
+  EXPECT_EQ(got[2].usage.cached_tokens, 32);
+  EXPECT_EQ(got[1].usage.cached_tokens, 0);
+  EXPECT_EQ(got[3].usage.cached_tokens, 0);
+  EXPECT_GT(engine->Stats().cache.tree.hash_collisions, 0);
+}
+
 TEST(EngineTest, ShutdownRefusesNewRequestsAndEndsTheRestAsCancelled) {
   std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
   Stream stream;

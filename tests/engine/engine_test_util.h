@@ -16,8 +16,9 @@ namespace prefixd::testing {
 // The checkpoint make-test-model writes at build time.
 inline std::string TestModelDir() { return PREFIXD_TEST_MODEL_DIR; }
 
+// One compute thread: tests run in parallel on small machines (see server_process.h).
 inline std::unique_ptr<Engine> MakeTestEngine(EngineOptions options) {
-  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  std::unique_ptr<Backend> backend = MakeCpuBackend(1);
   absl::StatusOr<LoadedModel> model = LoadModel(TestModelDir(), "", *backend);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return nullptr;

@@ -14,7 +14,7 @@ class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override { Build(/*cache_enabled=*/true, /*budget=*/512); }
 
-  void Build(bool cache_enabled, int budget) {
+  void Build(bool cache_enabled, int budget, int max_running = 8) {
     scheduler_.reset();
     model_.reset();
     cache_.reset();
@@ -30,15 +30,16 @@ class SchedulerTest : public ::testing::Test {
     o.tree.block_size = kBlock;
     o.enabled = cache_enabled;
     cache_ = std::make_unique<PrefixCache>(o);
-    scheduler_ = std::make_unique<Scheduler>(
-        *model_, *cache_, nullptr,
-        SchedulerOptions{.max_batch_tokens = budget, .max_running_requests = 8});
+    scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, nullptr,
+                                             SchedulerOptions{.max_batch_tokens = budget,
+                                                              .max_running_requests = max_running,
+                                                              .inject_fault = nullptr});
     outputs_.clear();
   }
 
-  void Add(RequestId id, std::vector<TokenId> prompt, int max_new) {
+  void Add(RequestId id, std::vector<TokenId> prompt, int max_new, std::string tenant = "t") {
     GenerationRequest r;
-    r.ns = {"t", "m", ""};
+    r.ns = {std::move(tenant), "m", ""};
     r.prompt = std::move(prompt);
     r.sampling.temperature = 0;
     r.sampling.ignore_eos = true;
@@ -116,6 +117,24 @@ TEST_F(SchedulerTest, ChunkedPrefillSharesEachBlockAsSoonAsItIsComputed) {
   RunToIdle();
   EXPECT_EQ(outputs_[2].usage.cached_tokens, 64);
   EXPECT_EQ(outputs_[1].tokens.size(), 2u);
+}
+
+// Timing side channel (README, Security): a cached prefix must not let a request jump the
+// queue, or a tenant could learn what others' prompts contain from its own wait.
+TEST_F(SchedulerTest, AdmissionIsFirstComeFirstServedWhateverTheCacheHolds) {
+  Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/1);
+  const std::vector<TokenId> hot = Prompt(1, 64);
+  Add(1, hot, 1, "hot");
+  RunToIdle();                         // `hot` is cached now
+  Add(2, Prompt(200, 40), 3, "cold");  // first come, nothing cached
+  std::vector<TokenId> hit = hot;
+  hit.push_back(7);
+  Add(3, hit, 3, "hot");  // second, 64 tokens cached
+  scheduler_->Step(absl::Now());
+  EXPECT_EQ(outputs_[2].tokens.size(), 1u);  // the cold request went first
+  EXPECT_TRUE(outputs_[3].tokens.empty());
+  RunToIdle();
+  EXPECT_EQ(outputs_[3].usage.cached_tokens, 64);
 }
 
 TEST_F(SchedulerTest, CancelReleasesEveryBlockBeforeReturning) {

@@ -2,6 +2,7 @@
 //
 //   auto server = ServerProcess::Start({"--max_running_requests=4"});
 //   auto channel = grpc::CreateChannel((*server)->target(), ...);
+//   httplib::Client http((*server)->http_address());  // /metrics, /dashboard, ...
 //   ...
 //   EXPECT_EQ((*server)->Stop(), 0);  // SIGTERM, drain, exit code
 #ifndef PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
@@ -26,16 +27,26 @@ namespace prefixd::testing {
 
 class ServerProcess {
  public:
-  // Starts PREFIXD_BINARY with `args` (and --listen=127.0.0.1:0 unless given), and returns
-  // once it prints its "listening on" line. Its stderr goes to a log file (see log()).
+  // Starts PREFIXD_BINARY with `args` (and --listen=127.0.0.1:0 and
+  // --http_listen=127.0.0.1:0 unless given), and returns once it prints its "listening on"
+  // line. Its stderr goes to a log file (see log()).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args) {
     bool has_listen = false;
     for (const std::string& a : args) has_listen |= a.rfind("--listen", 0) == 0;
     if (!has_listen) args.push_back("--listen=127.0.0.1:0");
+    // The HTTP side port defaults to 8080: tests running side by side each take a free one.
+    bool has_http_listen = false;
+    for (const std::string& a : args) has_http_listen |= a.rfind("--http_listen", 0) == 0;
+    if (!has_http_listen) args.push_back("--http_listen=127.0.0.1:0");
     // The tests' loads fit in a small pool; keep start-up fast.
     bool has_kv = false;
     for (const std::string& a : args) has_kv |= a.rfind("--kv_cache_tokens", 0) == 0;
     if (!has_kv) args.push_back("--kv_cache_tokens=65536");
+    // One compute thread: tests run in parallel on small machines, and a thread pool's
+    // barriers stall badly when its threads are descheduled.
+    bool has_threads = false;
+    for (const std::string& a : args) has_threads |= a.rfind("--threads", 0) == 0;
+    if (!has_threads) args.push_back("--threads=1");
 
     auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
     char log_template[] = "/tmp/prefixd-test-XXXXXX";
@@ -62,10 +73,17 @@ class ServerProcess {
     close(out[1]);
     close(log_fd);
     p->stdout_ = fdopen(out[0], "r");
-    // Read lines until "listening on HOST:PORT" (or the process dies: EOF).
+    // Read lines until "listening on HOST:PORT" (or the process dies: EOF); the dashboard
+    // line ("dashboard on http://HOST:PORT/dashboard") comes before it when the port is on.
     char line[512];
     while (std::fgets(line, sizeof(line), p->stdout_) != nullptr) {
       const std::string s(line);
+      const std::string dashboard = "prefixd: dashboard on http://";
+      if (s.rfind(dashboard, 0) == 0) {
+        const std::string url = s.substr(dashboard.size());
+        p->http_address_ = url.substr(0, url.find('/'));
+        continue;
+      }
       const std::string marker = "prefixd: listening on ";
       if (s.rfind(marker, 0) == 0) {
         p->target_ = s.substr(marker.size());
@@ -90,6 +108,9 @@ class ServerProcess {
   }
 
   const std::string& target() const { return target_; }
+  // HOST:PORT of the HTTP side port (/metrics, /dashboard, /healthz, /readyz); empty when
+  // it was turned off (--http_listen=).
+  const std::string& http_address() const { return http_address_; }
   pid_t pid() const { return pid_; }
 
   // Sends `signo` and waits for the exit code (128 + signal if killed by one).
@@ -122,6 +143,7 @@ class ServerProcess {
   int exit_code_ = -1;
   FILE* stdout_ = nullptr;
   std::string target_;
+  std::string http_address_;
   std::string log_path_;
 };
 

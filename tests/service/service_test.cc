@@ -412,7 +412,7 @@ TEST(ServiceTest, SigtermDrainsRunningRequestsThenExitsZero) {
   Result refused;
   // While a request runs: SIGTERM; health turns NOT_SERVING; a new call is refused.
   const Result drained =
-      client.Generate(Request(Tokens(14, 20), 2000), absl::Seconds(60), [&](grpc::ClientContext&) {
+      client.Generate(Request(Tokens(14, 20), 1000), absl::Seconds(120), [&](grpc::ClientContext&) {
         (*server)->Signal(SIGTERM);
         const absl::Time give_up = absl::Now() + absl::Seconds(10);
         while ((health_while_draining = HealthStatus(client.channel())) == 1 &&
@@ -426,7 +426,7 @@ TEST(ServiceTest, SigtermDrainsRunningRequestsThenExitsZero) {
       << refused.status.error_message();
   // The running request finished normally: all its tokens, finish reason LENGTH.
   EXPECT_TRUE(drained.status.ok()) << drained.status.error_message();
-  EXPECT_EQ(drained.tokens.size(), 2000u) << (*server)->log();
+  EXPECT_EQ(drained.tokens.size(), 1000u) << (*server)->log();
   EXPECT_EQ(drained.finish_reason, v1::FINISH_REASON_LENGTH);
   EXPECT_EQ((*server)->Wait(), 0) << (*server)->log();
 }
