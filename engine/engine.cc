@@ -34,7 +34,13 @@ absl::Status ValidateOptions(const EngineOptions& o) {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> backend,
                                                        LoadedModel model, EngineOptions options) {
-  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  // On an error, the model's device tensors must go before the backend that owns their
+  // memory (parameters are destroyed in an unspecified order).
+  auto fail = [&model](absl::Status status) {
+    model.weights = LlamaWeights{};
+    return status;
+  };
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return fail(s);
   const int64_t block_bytes =
       KvCache::BytesPerBlock(model.config, options.block_size, backend->compute_dtype());
   int64_t num_blocks = 0;
@@ -43,12 +49,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
   } else {
     num_blocks = options.kv_cache_bytes_cpu / block_bytes;
   }
-  // One request at full context needs this much; less is allowed (the context shrinks to fit)
-  // but never fewer blocks than one step of decodes needs.
+  // Every running request needs a block of its own at least.
   if (num_blocks < options.max_running_requests + 1 || num_blocks > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError(absl::StrCat(
+    return fail(absl::InvalidArgumentError(absl::StrCat(
         "a KV cache of ", num_blocks, " blocks cannot serve ", options.max_running_requests,
-        " running requests (raise the KV cache size or lower max running requests)"));
+        " running requests (raise the KV cache size or lower max running requests)")));
   }
   return std::unique_ptr<Engine>(new Engine(std::move(backend), std::move(model),
                                             std::move(options), static_cast<int32_t>(num_blocks)));

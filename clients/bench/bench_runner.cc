@@ -1,0 +1,194 @@
+#include "clients/bench/bench_runner.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/client_callback.h>
+#include <grpcpp/support/status.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "clients/bench/progress_bar.h"
+
+namespace prefixd::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Shared by the dispatching thread and every stream; each stream holds a reference, so
+// the state outlives the last callback whatever order things end in.
+class RunState {
+ public:
+  explicit RunState(size_t count) : records(count), start_(Clock::now()) {}
+
+  double Elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  Clock::time_point start() const { return start_; }
+
+  // Blocks until fewer than `limit` streams are in flight (no limit when 0), then counts
+  // one more. Called by the dispatching thread only.
+  void AcquireSlot(int limit) {
+    absl::MutexLock lock(&mu_);
+    slot_limit_ = limit;
+    if (limit > 0) mu_.Await(absl::Condition(this, &RunState::HasFreeSlot));
+    ++in_flight_;
+  }
+
+  void Finished(bool failed) {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    ++completed_;
+    if (failed) ++failed_;
+  }
+
+  void AwaitAll() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &RunState::AllDone));
+  }
+
+  // Waits up to `timeout` for every stream to end; returns whether they have, and the counts.
+  bool AwaitAllFor(absl::Duration timeout, int64_t* completed, int64_t* failed) {
+    absl::MutexLock lock(&mu_);
+    const bool done = mu_.AwaitWithTimeout(absl::Condition(this, &RunState::AllDone), timeout);
+    *completed = completed_;
+    *failed = failed_;
+    return done;
+  }
+
+  // Written by stream i only, read once AwaitAll() has returned.
+  std::vector<RequestRecord> records;
+
+ private:
+  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return completed_ == static_cast<int64_t>(records.size());
+  }
+  bool HasFreeSlot() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ < slot_limit_; }
+
+  const Clock::time_point start_;
+  absl::Mutex mu_;
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
+  int slot_limit_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// One Generate stream on gRPC's callback API. Owns itself: deleted in OnDone, which gRPC
+// calls exactly once, after every other callback.
+class GenerateStream final : public grpc::ClientReadReactor<v1::GenerateResponse> {
+ public:
+  GenerateStream(std::shared_ptr<RunState> state, size_t index, const BenchRequest& request,
+                 const std::string& request_id)
+      : state_(std::move(state)), record_(&state_->records[index]) {
+    *request_.mutable_token_ids()->mutable_ids() = {request.prompt_token_ids.begin(),
+                                                    request.prompt_token_ids.end()};
+    v1::SamplingParams* sampling = request_.mutable_sampling();
+    sampling->set_temperature(0.0f);
+    sampling->set_max_tokens(request.output_len);
+    sampling->set_ignore_eos(true);
+    request_.set_request_id(request_id);
+    record_->expected_output_len = request.output_len;
+  }
+
+  void Start(const PrefixdClient& client) {
+    client.PrepareContext(&context_);
+    record_->start_s = state_->Elapsed();
+    client.generation_stub()->async()->Generate(&context_, &request_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream is over; OnDone follows
+    const double now = state_->Elapsed();
+    RequestRecord& r = *record_;
+    if (r.final_messages > 0) ++r.messages_after_final;
+    if (response_.token_ids_size() > 0) {
+      if (r.first_token_s < 0) {
+        r.first_token_s = now;
+      } else {
+        r.inter_token_s.push_back(now - last_token_s_);
+      }
+      last_token_s_ = now;
+      r.streamed_tokens += response_.token_ids_size();
+    }
+    if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      ++r.final_messages;
+      r.finish_reason = response_.finish_reason();
+      r.prompt_tokens = response_.usage().prompt_tokens();
+      r.cached_tokens = response_.usage().cached_tokens();
+      r.completion_tokens = response_.usage().completion_tokens();
+    }
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    record_->end_s = state_->Elapsed();
+    record_->code = static_cast<absl::StatusCode>(status.error_code());
+    record_->message = status.error_message();
+    const bool failed = !FailureReason(*record_).empty();
+    std::shared_ptr<RunState> state = std::move(state_);
+    delete this;
+    state->Finished(failed);
+  }
+
+ private:
+  std::shared_ptr<RunState> state_;
+  RequestRecord* record_;  // in state_->records
+  grpc::ClientContext context_;
+  v1::GenerateRequest request_;
+  v1::GenerateResponse response_;
+  double last_token_s_ = 0;
+};
+
+}  // namespace
+
+RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchRequest>& requests,
+                      const RunOptions& options) {
+  const std::vector<double> arrivals =
+      PoissonArrivalOffsets(static_cast<int>(requests.size()), options.request_rate, options.seed);
+  auto state = std::make_shared<RunState>(requests.size());
+
+  std::thread progress_thread;
+  if (!options.progress_label.empty()) {
+    progress_thread = std::thread([state, &options, total = requests.size()] {
+      ProgressBar bar(stderr, options.progress_label, static_cast<int64_t>(total));
+      if (!bar.enabled()) return;
+      for (;;) {
+        int64_t completed = 0, failed = 0;
+        const bool done = state->AwaitAllFor(absl::Milliseconds(100), &completed, &failed);
+        bar.Draw(completed, failed, state->Elapsed());
+        if (done) return;
+      }
+    });
+  }
+
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Clock::time_point due = state->start() + std::chrono::duration_cast<Clock::duration>(
+                                                       std::chrono::duration<double>(arrivals[i]));
+    if (Clock::now() < due) std::this_thread::sleep_until(due);
+    state->AcquireSlot(options.concurrency);
+    auto* stream =
+        new GenerateStream(state, i, requests[i], absl::StrCat(options.request_id_prefix, "-", i));
+    stream->Start(client);
+  }
+  state->AwaitAll();
+  if (progress_thread.joinable()) progress_thread.join();
+
+  RunResult result;
+  result.records = std::move(state->records);
+  if (!result.records.empty()) {
+    double first_start = result.records.front().start_s, last_end = 0;
+    for (const RequestRecord& r : result.records) {
+      first_start = std::min(first_start, r.start_s);
+      last_end = std::max(last_end, r.end_s);
+    }
+    result.duration_s = last_end - first_start;
+  }
+  return result;
+}
+
+}  // namespace prefixd::bench

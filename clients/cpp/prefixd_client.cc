@@ -1,0 +1,141 @@
+#include "clients/cpp/prefixd_client.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/status.h>
+#include <grpcpp/support/sync_stream.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace prefixd {
+namespace {
+
+// Attaches a context to a CallHandle for the lifetime of a call. The destructor runs before
+// the context dies because the guard is declared after it.
+class AttachedCall {
+ public:
+  AttachedCall(CallHandle* handle, grpc::ClientContext* context) : handle_(handle) {
+    attached_ = handle_ == nullptr || handle_->Attach(context);
+  }
+  ~AttachedCall() {
+    if (handle_ != nullptr && attached_) handle_->Detach();
+  }
+  // False when the handle was cancelled before the call started.
+  bool attached() const { return attached_; }
+
+ private:
+  CallHandle* handle_;
+  bool attached_ = false;
+};
+
+absl::Status CancelledBeforeStart() {
+  return absl::CancelledError("the call was cancelled before it started");
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+PrefixdClient::PrefixdClient(ClientOptions options)
+    : PrefixdClient(grpc::CreateChannel(options.target, grpc::InsecureChannelCredentials()),
+                    options) {}
+
+PrefixdClient::PrefixdClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      generation_(v1::Generation::NewStub(channel_)),
+      cache_(v1::Cache::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+void PrefixdClient::PrepareContext(grpc::ClientContext* context) const {
+  if (!options_.bearer_token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.bearer_token));
+  }
+  if (options_.deadline != absl::InfiniteDuration()) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          absl::ToChronoNanoseconds(options_.deadline));
+  }
+}
+
+absl::Status PrefixdClient::Generate(const v1::GenerateRequest& request,
+                                     const ResponseCallback& on_response,
+                                     CallHandle* handle) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  AttachedCall attached(handle, &context);
+  if (!attached.attached()) return CancelledBeforeStart();
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      generation_->Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) on_response(response);
+  return FromGrpcStatus(reader->Finish());
+}
+
+absl::StatusOr<v1::CacheStats> PrefixdClient::GetStats() const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::CacheStats stats;
+  grpc::Status status = cache_->GetStats(&context, v1::GetStatsRequest(), &stats);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return stats;
+}
+
+absl::StatusOr<v1::PinResponse> PrefixdClient::Pin(const v1::PinRequest& request) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::PinResponse response;
+  grpc::Status status = cache_->Pin(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::UnpinResponse> PrefixdClient::Unpin(const v1::UnpinRequest& request) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::UnpinResponse response;
+  grpc::Status status = cache_->Unpin(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::FlushResponse> PrefixdClient::Flush() const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::FlushResponse response;
+  grpc::Status status = cache_->Flush(&context, v1::FlushRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<ServingStatus> PrefixdClient::CheckHealth(const std::string& service) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status();
+}
+
+absl::Status PrefixdClient::WatchEvents(const EventCallback& on_event, CallHandle* handle) const {
+  grpc::ClientContext context;
+  if (!options_.bearer_token.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.bearer_token));
+  }
+  AttachedCall attached(handle, &context);
+  if (!attached.attached()) return CancelledBeforeStart();
+  std::unique_ptr<grpc::ClientReader<v1::CacheEvent>> reader =
+      cache_->WatchEvents(&context, v1::WatchEventsRequest());
+  v1::CacheEvent event;
+  while (reader->Read(&event)) on_event(event);
+  return FromGrpcStatus(reader->Finish());
+}
+
+}  // namespace prefixd

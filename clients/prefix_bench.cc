@@ -1,0 +1,291 @@
+// prefix-bench — load generator for prefixd's shared-system-prompt workload (SGLang's
+// generated-shared-prefix benchmark). Run `prefix-bench --help` for the flags.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "clients/bench/bench_report.h"
+#include "clients/bench/bench_runner.h"
+#include "clients/bench/workload.h"
+#include "clients/cpp/command_line.h"
+#include "clients/cpp/prefixd_client.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "prefixd address");
+ABSL_FLAG(std::string, token, "", "bearer token (default: $PREFIXD_TOKEN)");
+ABSL_FLAG(std::string, preset, "default", "workload preset");
+ABSL_FLAG(int, num_groups, 0, "G: groups (system prompts)");
+ABSL_FLAG(int, prompts_per_group, 0, "P: prompts per group");
+ABSL_FLAG(int, system_prompt_len, 0, "S: system prompt tokens");
+ABSL_FLAG(int, question_len, 0, "Q: question tokens");
+ABSL_FLAG(int, output_len, 0, "O: output tokens per request");
+ABSL_FLAG(uint64_t, seed, 1, "seed of prompts, order and arrivals");
+ABSL_FLAG(int, vocab_size, 512, "vocabulary size of the served model");
+ABSL_FLAG(int, max_token_id, 503, "largest token id to draw");
+ABSL_FLAG(double, request_rate, std::numeric_limits<double>::infinity(), "requests/s");
+ABSL_FLAG(int, concurrency, 0, "streams in flight at most (0: no limit)");
+ABSL_FLAG(int, warmup, 0, "warmup requests");
+ABSL_FLAG(bool, flush, true, "flush the cache before the run");
+ABSL_FLAG(double, timeout_s, 0, "per-request deadline in seconds (0: none)");
+ABSL_FLAG(std::string, json, "", "write the results as JSON to this file");
+ABSL_FLAG(bool, compare_no_cache, false, "also run against --target_no_cache and compare");
+ABSL_FLAG(std::string, target_no_cache, "", "a prefixd started with --prefix_cache=false");
+ABSL_FLAG(bool, progress, true, "progress bar on stderr when it is a terminal");
+
+namespace prefixd::bench {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailures = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnavailable = 3;
+
+constexpr char kHelp[] =
+    R"help(prefix-bench — load generator for prefixd's shared-system-prompt workload
+
+Usage: prefix-bench [flags]
+
+The workload follows SGLang's generated-shared-prefix benchmark: G groups × P prompts; each
+prompt is its group's system prompt (S tokens) plus a unique question (Q tokens), and asks
+for O output tokens (greedy, ignore_eos). Prompts are random token ids from a seeded RNG and
+are sent in a seeded random order, so a seed names one exact workload.
+
+Prints requests/s, input and output tokens/s, time to first token, inter-token latency, time
+per output token and end-to-end latency (mean, p50, p90, p99, max in ms), the prefix hit rate
+achieved (sum cached_tokens / sum prompt_tokens) against the ideal (P-1)/P · S/(S+Q), and
+failed requests by status code. Exit code: 0 all requests succeeded, 1 some failed, 2 usage
+error, 3 server unavailable.
+
+Server:
+  --target=HOST:PORT       prefixd address (default 127.0.0.1:50051)
+  --token=TOKEN            bearer token (default: the PREFIXD_TOKEN environment variable)
+  --timeout_s=SECONDS      per-request deadline (default 0: none)
+  --flush / --noflush      flush the target's cache before the run, so that a previous run
+                           cannot inflate the hit rate (default: flush)
+
+Workload:
+  --preset=NAME            default   G=64 P=16 S=2048 Q=128 O=256 (ideal hit rate 88.2 %)
+                           cpu-small G=4  P=4  S=256  Q=32  O=16
+                           cpu-tiny  G=2  P=4  S=64   Q=16  O=8
+  --num_groups=G --prompts_per_group=P --system_prompt_len=S --question_len=Q
+  --output_len=O           override the preset's value
+  --seed=N                 seed of prompts, order and arrival times (default 1)
+  --vocab_size=N           vocabulary size of the served model (default 512, the test model)
+  --max_token_id=N         largest token id drawn, to avoid special tokens (default 503; for
+                           Llama 3: --vocab_size=128256 --max_token_id=127999)
+
+Load:
+  --request_rate=R         Poisson arrivals at R requests/s; inf sends all at once (default)
+  --concurrency=N          at most N streams in flight (default 0: no limit)
+  --warmup=N               send N unrelated requests first and leave them out of the results
+
+Output:
+  --json=FILE              write configuration, results (and comparison) as JSON
+  --noprogress             no progress bar (it is drawn on stderr only when it is a terminal)
+
+Comparison with the cache off:
+  --compare_no_cache --target_no_cache=HOST:PORT
+                           run the same workload (same seed) against a second prefixd started
+                           with --prefix_cache=false and print the ratios of throughput and
+                           TTFT p50/p99
+)help";
+
+int UsageError(const std::string& message) {
+  std::cerr << "prefix-bench: " << message << "\n";
+  return kExitUsage;
+}
+
+// Reports a failed preparatory call; returns the exit code it deserves.
+int ReportSetupError(const PrefixdClient& client, const char* what, const absl::Status& status) {
+  std::cerr << "prefix-bench: " << what << " " << client.options().target << ": "
+            << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kUnavailable ? kExitUnavailable : kExitFailures;
+}
+
+struct RunOutput {
+  BenchReport report;
+  int exit_code = kExitOk;
+};
+
+RunOutput RunAgainst(const ClientOptions& client_options, const WorkloadConfig& config,
+                     const Workload& workload, const RunOptions& run_options, bool flush,
+                     int warmup, const std::string& title) {
+  RunOutput out;
+  PrefixdClient client(client_options);
+  // An unreachable server is reported once, not as N failed requests.
+  absl::StatusOr<ServingStatus> health = client.CheckHealth();
+  absl::Status health_status = health.status();
+  if (health.ok() && *health != grpc::health::v1::HealthCheckResponse::SERVING) {
+    health_status = absl::UnavailableError("the server is not serving");
+  }
+  if (!health_status.ok()) {
+    out.exit_code = ReportSetupError(client, "health check of", health_status);
+    return out;
+  }
+  if (warmup > 0) {
+    RunOptions warmup_options = run_options;
+    warmup_options.request_rate = std::numeric_limits<double>::infinity();
+    warmup_options.progress_label = run_options.progress_label.empty() ? "" : "warmup";
+    warmup_options.request_id_prefix = "bench-warmup";
+    RunResult warm = RunRequests(client, GenerateWarmupRequests(config, warmup), warmup_options);
+    int failed = 0;
+    for (const RequestRecord& r : warm.records) failed += FailureReason(r).empty() ? 0 : 1;
+    if (failed > 0) std::cerr << "prefix-bench: " << failed << " warmup requests failed\n";
+  }
+  if (flush) {
+    if (absl::Status flushed = client.Flush().status(); !flushed.ok()) {
+      out.exit_code = ReportSetupError(client, "flush of", flushed);
+      return out;
+    }
+  }
+  RunResult result = RunRequests(client, workload.requests, run_options);
+  out.report = BuildReport(result.records, result.duration_s, IdealHitRate(config.shape));
+  std::cout << FormatReport(out.report, title) << std::flush;
+  if (out.report.failed > 0) out.exit_code = kExitFailures;
+  return out;
+}
+
+nlohmann::ordered_json ConfigToJson(const WorkloadConfig& c, const RunOptions& r, int warmup) {
+  const WorkloadShape& s = c.shape;
+  return {{"preset", absl::GetFlag(FLAGS_preset)},
+          {"num_groups", s.num_groups},
+          {"prompts_per_group", s.prompts_per_group},
+          {"system_prompt_len", s.system_prompt_len},
+          {"question_len", s.question_len},
+          {"output_len", s.output_len},
+          {"num_requests", s.num_requests()},
+          {"seed", c.seed},
+          {"vocab_size", c.vocab_size},
+          {"max_token_id", c.max_token_id},
+          // JSON has no infinity: null means all requests at once.
+          {"request_rate", std::isinf(r.request_rate) ? nlohmann::ordered_json(nullptr)
+                                                      : nlohmann::ordered_json(r.request_rate)},
+          {"concurrency", r.concurrency},
+          {"warmup", warmup}};
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<CommandLine> command_line = ParseCommandLine(
+      argc, argv, {.flag_path_fragment = "clients/prefix_bench", .repeated_flags = {}});
+  if (!command_line.ok()) return UsageError(std::string(command_line.status().message()));
+  if (command_line->help) {
+    std::cout << kHelp;
+    return kExitOk;
+  }
+  if (!command_line->positional.empty()) {
+    return UsageError(
+        absl::StrCat("unexpected argument '", command_line->positional[0], "' (see --help)"));
+  }
+
+  absl::StatusOr<WorkloadShape> shape = WorkloadPreset(absl::GetFlag(FLAGS_preset));
+  if (!shape.ok()) return UsageError(std::string(shape.status().message()));
+  auto override_if_given = [&](const char* name, int value, int* field) {
+    if (command_line->given.contains(name)) *field = value;
+  };
+  override_if_given("num_groups", absl::GetFlag(FLAGS_num_groups), &shape->num_groups);
+  override_if_given("prompts_per_group", absl::GetFlag(FLAGS_prompts_per_group),
+                    &shape->prompts_per_group);
+  override_if_given("system_prompt_len", absl::GetFlag(FLAGS_system_prompt_len),
+                    &shape->system_prompt_len);
+  override_if_given("question_len", absl::GetFlag(FLAGS_question_len), &shape->question_len);
+  override_if_given("output_len", absl::GetFlag(FLAGS_output_len), &shape->output_len);
+
+  WorkloadConfig config;
+  config.shape = *shape;
+  config.seed = absl::GetFlag(FLAGS_seed);
+  config.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  config.max_token_id = absl::GetFlag(FLAGS_max_token_id);
+  absl::StatusOr<Workload> workload = GenerateWorkload(config);
+  if (!workload.ok()) return UsageError(std::string(workload.status().message()));
+
+  RunOptions run_options;
+  run_options.request_rate = absl::GetFlag(FLAGS_request_rate);
+  run_options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  run_options.seed = config.seed;
+  if (!(run_options.request_rate > 0)) return UsageError("--request_rate must be > 0 (or inf)");
+  if (run_options.concurrency < 0) return UsageError("--concurrency must be >= 0");
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  if (warmup < 0) return UsageError("--warmup must be >= 0");
+  const double timeout_s = absl::GetFlag(FLAGS_timeout_s);
+  if (timeout_s < 0) return UsageError("--timeout_s must be >= 0");
+  const bool compare = absl::GetFlag(FLAGS_compare_no_cache);
+  if (compare && absl::GetFlag(FLAGS_target_no_cache).empty()) {
+    return UsageError("--compare_no_cache needs --target_no_cache=HOST:PORT");
+  }
+
+  ClientOptions client_options;
+  client_options.target = absl::GetFlag(FLAGS_target);
+  client_options.bearer_token = absl::GetFlag(FLAGS_token);
+  if (client_options.bearer_token.empty()) {
+    if (const char* env = std::getenv("PREFIXD_TOKEN")) client_options.bearer_token = env;
+  }
+  if (timeout_s > 0) client_options.deadline = absl::Seconds(timeout_s);
+
+  const bool flush = absl::GetFlag(FLAGS_flush);
+  const WorkloadShape& s = config.shape;
+  std::cout << absl::StrFormat(
+      "prefix-bench: %d requests (G=%d × P=%d, S=%d + Q=%d prompt tokens, O=%d output tokens), "
+      "seed %d; request rate %s, concurrency %s\n",
+      s.num_requests(), s.num_groups, s.prompts_per_group, s.system_prompt_len, s.question_len,
+      s.output_len, config.seed,
+      std::isinf(run_options.request_rate) ? "inf" : absl::StrCat(run_options.request_rate),
+      run_options.concurrency > 0 ? absl::StrCat(run_options.concurrency) : "unlimited");
+
+  if (absl::GetFlag(FLAGS_progress)) run_options.progress_label = "prefix cache";
+  RunOutput with_cache = RunAgainst(client_options, config, *workload, run_options, flush, warmup,
+                                    absl::StrCat("prefix-bench: ", client_options.target));
+  if (with_cache.exit_code == kExitUnavailable) return with_cache.exit_code;
+
+  nlohmann::ordered_json json = {{"config", ConfigToJson(config, run_options, warmup)},
+                                 {"target", client_options.target},
+                                 {"results", ReportToJson(with_cache.report)}};
+  int exit_code = with_cache.exit_code;
+  if (compare) {
+    ClientOptions no_cache_options = client_options;
+    no_cache_options.target = absl::GetFlag(FLAGS_target_no_cache);
+    if (absl::GetFlag(FLAGS_progress)) run_options.progress_label = "no cache";
+    // A server without a prefix cache has nothing to flush.
+    RunOutput without_cache =
+        RunAgainst(no_cache_options, config, *workload, run_options,
+                   /*flush=*/false, warmup,
+                   absl::StrCat("prefix-bench: ", no_cache_options.target, " (no prefix cache)"));
+    if (without_cache.exit_code == kExitUnavailable) return without_cache.exit_code;
+    if (without_cache.report.cached_tokens > 0) {
+      std::cerr << "prefix-bench: warning: " << no_cache_options.target << " served "
+                << without_cache.report.cached_tokens
+                << " cached tokens; was it started with --prefix_cache=false?\n";
+    }
+    const Comparison comparison = Compare(with_cache.report, without_cache.report);
+    std::cout << FormatComparison(comparison) << std::flush;
+    json["no_cache"] = {{"target", no_cache_options.target},
+                        {"results", ReportToJson(without_cache.report)}};
+    json["comparison"] = ComparisonToJson(comparison);
+    exit_code = std::max(exit_code, without_cache.exit_code);
+  }
+
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    std::ofstream file(path, std::ios::trunc);
+    file << json.dump(2) << "\n";
+    file.close();
+    if (!file) {
+      std::cerr << "prefix-bench: cannot write " << path << "\n";
+      return kExitFailures;
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace prefixd::bench
+
+int main(int argc, char** argv) { return prefixd::bench::Main(argc, argv); }

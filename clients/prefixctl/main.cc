@@ -1,0 +1,254 @@
+// prefixctl — command-line client for prefixd. Run `prefixctl --help` for the subcommands.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "clients/cpp/command_line.h"
+#include "clients/cpp/prefixd_client.h"
+#include "clients/prefixctl/cli_args.h"
+#include "clients/prefixctl/commands.h"
+
+// Every subcommand.
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "prefixd address");
+ABSL_FLAG(std::string, token, "", "bearer token (default: $PREFIXD_TOKEN)");
+ABSL_FLAG(bool, json, false, "machine-readable output");
+ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(), "deadline of each call");
+// generate, pin, unpin.
+ABSL_FLAG(std::string, prompt, "", "prompt text; - reads standard input");
+ABSL_FLAG(std::string, token_ids, "", "prompt as token ids, e.g. 1,2,3");
+ABSL_FLAG(std::string, shared_namespace, "", "a shared cache namespace granted to the caller");
+// generate.
+ABSL_FLAG(int, max_tokens, 128, "tokens to generate at most (0: up to the context)");
+ABSL_FLAG(float, temperature, 1.0f, "sampling temperature (0: greedy)");
+ABSL_FLAG(int, top_k, 0, "top-k cut (0: none)");
+ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling threshold");
+ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
+ABSL_FLAG(std::string, stop_token_ids, "", "token ids that end the generation, e.g. 13,29");
+ABSL_FLAG(bool, ignore_eos, false, "keep generating after EOS");
+ABSL_FLAG(bool, logprobs, false, "return the logprob of each token");
+ABSL_FLAG(int, top_logprobs, 0, "also return this many alternatives per token (0..20)");
+ABSL_FLAG(std::string, request_id, "", "request id echoed by the server");
+// health.
+ABSL_FLAG(std::string, service, "", "service name to check (default: the whole server)");
+
+namespace prefixd::ctl {
+namespace {
+
+constexpr char kHelp[] = R"help(prefixctl — command-line client for prefixd
+
+Usage: prefixctl [flags] <subcommand> [prompt words...]
+
+Subcommands:
+  generate PROMPT...   Stream a completion. The text goes to stdout as it arrives; the usage
+                       (prompt tokens, how many came from the prefix cache, completion tokens,
+                       queue / first-token / total time) goes to stderr at the end, so
+                       `prefixctl generate ... > out.txt` captures only the text. Ctrl-C
+                       cancels the request (exit 130).
+  stats                Cache statistics: hit rate, blocks by state (free, evictable, in use,
+                       pinned), insert/evict counters, running and waiting requests, and a
+                       table per namespace.
+  pin PROMPT...        Prefill the prompt's prefix if needed and keep its full blocks from
+                       eviction; prints the pinned tokens and how many were computed now.
+                       Pins nest: pinning twice needs two unpins.
+  unpin PROMPT...      Release one pin of the prefix; prints the unpinned tokens.
+  flush                Drop every cached block that no request uses and no pin holds.
+  health               grpc.health.v1 check; prints SERVING (exit 0) or another status
+                       (exit 3).
+  watch                Print block stored/removed events as they happen (first a snapshot of
+                       the cache, then live events) until Ctrl-C.
+
+The prompt (generate, pin, unpin) is the words after the subcommand, joined by spaces (use --
+before words that start with -), or --prompt=TEXT (--prompt=- or a lone - reads stdin), or
+--token_ids=1,2,3 (token ids, used as given).
+
+Flags for every subcommand:
+  --target=HOST:PORT       prefixd address (default 127.0.0.1:50051; also unix:/path)
+  --token=TOKEN            bearer token sent as `authorization: Bearer TOKEN` (default: the
+                           PREFIXD_TOKEN environment variable)
+  --json                   print JSON: one object per line (generate: one per streamed
+                           message, the last with finish_reason and usage; watch: one per
+                           event); errors go to stderr as {"error":{"code",...}}
+  --timeout=DURATION       deadline of each call, e.g. 30s or 500ms (default: none; watch
+                           never has one)
+
+generate:
+  --max_tokens=N           tokens to generate at most (default 128; 0: up to the context)
+  --temperature=T          0 is greedy (server default 1.0)
+  --top_k=K                keep the K most likely tokens (default 0: no cut)
+  --top_p=P                nucleus sampling, in (0, 1] (server default 1.0)
+  --seed=N                 same seed, prompt and parameters: same output (default: random)
+  --stop=TEXT              stop before this text would be emitted; repeat for several
+  --stop_token_ids=1,2     stop after any of these token ids
+  --ignore_eos             keep generating after the end-of-sequence token
+  --logprobs               print each token's logprob (stderr table, or in the JSON)
+  --top_logprobs=N         and its N most likely alternatives (0..20; implies --logprobs)
+  --request_id=ID          id the server echoes in responses and logs
+  --shared_namespace=NAME  use a shared cache namespace the server grants to the caller
+pin, unpin:
+  --shared_namespace=NAME  as for generate
+health:
+  --service=NAME           check one service instead of the whole server
+
+Exit codes: 0 success; 1 the server returned an error (printed as CODE: message); 2 usage
+error (nothing was sent); 3 the server is unavailable (cannot connect, draining, or health
+not SERVING); 130 generate interrupted by Ctrl-C.
+
+Examples:
+  prefixctl generate --max_tokens=32 --temperature=0 Once upon a time
+  prefixctl --json generate --token_ids=1,2,3 | jq .usage
+  prefixctl stats
+  prefixctl pin --prompt="$(cat system_prompt.txt)"
+  prefixctl watch --json
+)help";
+
+const absl::flat_hash_set<std::string>& GlobalFlags() {
+  static const auto* flags =
+      new absl::flat_hash_set<std::string>{"target", "token", "json", "timeout"};
+  return *flags;
+}
+
+// The subcommands, and the flags each accepts besides the global ones.
+const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& Subcommands() {
+  static const auto* table = new absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>{
+      {"generate",
+       {"prompt", "token_ids", "shared_namespace", "max_tokens", "temperature", "top_k", "top_p",
+        "seed", "stop", "stop_token_ids", "ignore_eos", "logprobs", "top_logprobs", "request_id"}},
+      {"stats", {}},
+      {"pin", {"prompt", "token_ids", "shared_namespace"}},
+      {"unpin", {"prompt", "token_ids", "shared_namespace"}},
+      {"flush", {}},
+      {"health", {"service"}},
+      {"watch", {}},
+  };
+  return *table;
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "prefixctl: " << message << "\n";
+  return kExitUsage;
+}
+
+PromptSources PromptSourcesFromFlags(const CommandLine& command_line) {
+  PromptSources sources;
+  sources.words.assign(command_line.positional.begin() + 1, command_line.positional.end());
+  sources.prompt_flag_given = command_line.given.contains("prompt");
+  sources.prompt_flag = absl::GetFlag(FLAGS_prompt);
+  sources.token_ids_flag_given = command_line.given.contains("token_ids");
+  sources.token_ids_flag = absl::GetFlag(FLAGS_token_ids);
+  return sources;
+}
+
+absl::StatusOr<v1::GenerateRequest> GenerateRequestFromFlags(const CommandLine& command_line,
+                                                             const Prompt& prompt) {
+  v1::GenerateRequest request;
+  SetPrompt(prompt, &request);
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_shared_namespace(absl::GetFlag(FLAGS_shared_namespace));
+  v1::SamplingParams* sampling = request.mutable_sampling();
+  // Unset fields keep the server's defaults; only flags that were given are sent.
+  const auto& given = command_line.given;
+  if (given.contains("temperature")) sampling->set_temperature(absl::GetFlag(FLAGS_temperature));
+  if (given.contains("top_p")) sampling->set_top_p(absl::GetFlag(FLAGS_top_p));
+  if (given.contains("seed")) sampling->set_seed(absl::GetFlag(FLAGS_seed));
+  sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
+  sampling->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  sampling->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  if (auto it = command_line.repeated.find("stop"); it != command_line.repeated.end()) {
+    for (const std::string& stop : it->second) sampling->add_stop(stop);
+  }
+  if (given.contains("stop_token_ids")) {
+    absl::StatusOr<std::vector<int32_t>> ids = ParseTokenIds(absl::GetFlag(FLAGS_stop_token_ids));
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--stop_token_ids: ", ids.status().message()));
+    }
+    for (int32_t id : *ids) sampling->add_stop_token_ids(id);
+  }
+  const int top_logprobs = absl::GetFlag(FLAGS_top_logprobs);
+  if (absl::GetFlag(FLAGS_logprobs) || top_logprobs > 0) {
+    request.mutable_logprobs()->set_enabled(true);
+    request.mutable_logprobs()->set_top_n(top_logprobs);
+  }
+  return request;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<CommandLine> command_line = ParseCommandLine(
+      argc, argv, {.flag_path_fragment = "clients/prefixctl/", .repeated_flags = {"stop"}});
+  if (!command_line.ok()) return UsageError(std::string(command_line.status().message()));
+  if (command_line->help ||
+      (!command_line->positional.empty() && command_line->positional[0] == "help")) {
+    std::cout << kHelp;
+    return kExitOk;
+  }
+  if (command_line->positional.empty()) {
+    return UsageError(
+        "no subcommand (generate, stats, pin, unpin, flush, health, watch); "
+        "see prefixctl --help");
+  }
+  const std::string& name = command_line->positional[0];
+  auto subcommand = Subcommands().find(name);
+  if (subcommand == Subcommands().end()) {
+    return UsageError(absl::StrCat("unknown subcommand '", name, "'; see prefixctl --help"));
+  }
+  for (const std::string& flag : command_line->given) {
+    if (!GlobalFlags().contains(flag) && !subcommand->second.contains(flag)) {
+      return UsageError(absl::StrCat("flag --", flag, " does not apply to ", name));
+    }
+  }
+  const bool takes_prompt = name == "generate" || name == "pin" || name == "unpin";
+  if (!takes_prompt && command_line->positional.size() > 1) {
+    return UsageError(
+        absl::StrCat(name, " takes no arguments (got '", command_line->positional[1], "')"));
+  }
+
+  ClientOptions options;
+  options.target = absl::GetFlag(FLAGS_target);
+  options.bearer_token = absl::GetFlag(FLAGS_token);
+  if (options.bearer_token.empty()) {
+    if (const char* env = std::getenv("PREFIXD_TOKEN")) options.bearer_token = env;
+  }
+  options.deadline = absl::GetFlag(FLAGS_timeout);
+  if (options.deadline <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
+  PrefixdClient client(options);
+  const CommandContext ctx{.client = client,
+                           .json = absl::GetFlag(FLAGS_json),
+                           .out = std::cout,
+                           .err = std::cerr,
+                           .out_is_terminal = isatty(STDOUT_FILENO) == 1};
+
+  if (name == "stats") return RunStats(ctx);
+  if (name == "flush") return RunFlush(ctx);
+  if (name == "health") return RunHealth(ctx, absl::GetFlag(FLAGS_service));
+  if (name == "watch") return RunWatch(ctx);
+
+  absl::StatusOr<Prompt> prompt = ResolvePrompt(PromptSourcesFromFlags(*command_line), std::cin);
+  if (!prompt.ok()) return UsageError(std::string(prompt.status().message()));
+  if (name == "generate") {
+    absl::StatusOr<v1::GenerateRequest> request = GenerateRequestFromFlags(*command_line, *prompt);
+    if (!request.ok()) return UsageError(std::string(request.status().message()));
+    return RunGenerate(ctx, *request);
+  }
+  if (name == "pin") {
+    v1::PinRequest request;
+    SetPrompt(*prompt, &request);
+    request.set_shared_namespace(absl::GetFlag(FLAGS_shared_namespace));
+    return RunPin(ctx, request);
+  }
+  v1::UnpinRequest request;
+  SetPrompt(*prompt, &request);
+  request.set_shared_namespace(absl::GetFlag(FLAGS_shared_namespace));
+  return RunUnpin(ctx, request);
+}
+
+}  // namespace
+}  // namespace prefixd::ctl
+
+int main(int argc, char** argv) { return prefixd::ctl::Main(argc, argv); }

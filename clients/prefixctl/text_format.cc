@@ -1,0 +1,111 @@
+#include "clients/prefixctl/text_format.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "clients/prefixctl/json_format.h"
+
+namespace prefixd::ctl {
+namespace {
+
+std::string Percent(int64_t part, int64_t whole) {
+  if (whole <= 0) return "-";
+  return absl::StrFormat("%.1f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+}
+
+// Full keys are 32 hex digits; 8 tell blocks apart on a screen. --json prints them whole.
+std::string ShortKey(const std::string& key) {
+  if (key.empty()) return "-";
+  return HexBytes(key).substr(0, 8);
+}
+
+std::string NamespaceName(const std::string& name) { return name.empty() ? "(default)" : name; }
+
+}  // namespace
+
+std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& u) {
+  return absl::StrFormat(
+      "finish %s | prompt %d tokens, %d cached (%s) | completion %d tokens | queue %.1f ms, "
+      "first token %.1f ms, total %.1f ms",
+      FinishReasonName(finish_reason), u.prompt_tokens(), u.cached_tokens(),
+      Percent(u.cached_tokens(), u.prompt_tokens()), u.completion_tokens(), u.queue_seconds() * 1e3,
+      u.time_to_first_token_seconds() * 1e3, u.total_seconds() * 1e3);
+}
+
+std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs) {
+  std::string out = absl::StrFormat("%-8s %-10s %s\n", "token", "logprob", "top");
+  for (const v1::TokenLogprob& lp : logprobs) {
+    std::string top;
+    for (const v1::TopLogprob& t : lp.top()) {
+      absl::StrAppendFormat(&top, "%s%d:%.3f", top.empty() ? "" : " ", t.token_id(), t.logprob());
+    }
+    absl::StrAppendFormat(&out, "%-8d %-10.4f %s\n", lp.token_id(), lp.logprob(), top);
+  }
+  return out;
+}
+
+std::string FormatStats(const v1::CacheStats& s) {
+  const v1::BlockCounts& b = s.blocks();
+  std::string out =
+      absl::StrFormat("hit rate    %s (%d of %d prompt tokens served from the cache)\n",
+                      Percent(s.hit_tokens(), s.query_tokens()), s.hit_tokens(), s.query_tokens());
+  absl::StrAppendFormat(&out,
+                        "blocks      %d total (%d tokens each): %d free, %d evictable, %d in use "
+                        "(%d pinned)\n",
+                        b.total(), s.block_size(), b.free(), b.evictable(), b.in_use(), b.pinned());
+  absl::StrAppendFormat(&out, "counters    %d inserted, %d evicted, %d hash collisions\n",
+                        s.inserted_blocks(), s.evicted_blocks(), s.hash_collisions());
+  absl::StrAppendFormat(&out, "requests    %d running, %d waiting\n", s.running_requests(),
+                        s.waiting_requests());
+  if (s.namespaces_size() > 0) {
+    size_t width = 9;
+    for (const v1::NamespaceStats& ns : s.namespaces()) {
+      width = std::max(width, NamespaceName(ns.name()).size());
+    }
+    const int w = static_cast<int>(width);
+    absl::StrAppendFormat(&out, "\n%-*s %14s %14s %9s %14s\n", w, "namespace", "query tokens",
+                          "hit tokens", "hit rate", "cached blocks");
+    for (const v1::NamespaceStats& ns : s.namespaces()) {
+      absl::StrAppendFormat(&out, "%-*s %14d %14d %9s %14d\n", w, NamespaceName(ns.name()),
+                            ns.query_tokens(), ns.hit_tokens(),
+                            Percent(ns.hit_tokens(), ns.query_tokens()), ns.cached_blocks());
+    }
+  }
+  return out;
+}
+
+std::string FormatEvent(const v1::CacheEvent& e) {
+  auto keys = [](const auto& repeated) {
+    std::string out;
+    for (const std::string& key : repeated)
+      absl::StrAppend(&out, out.empty() ? "" : " ", ShortKey(key));
+    return out;
+  };
+  std::string out = absl::StrCat("#", e.sequence(), " ");
+  switch (e.event_case()) {
+    case v1::CacheEvent::kStored: {
+      const v1::BlocksStored& stored = e.stored();
+      absl::StrAppend(&out, "stored ", stored.block_keys_size(), " blocks in ",
+                      NamespaceName(stored.namespace_()), " (parent ",
+                      ShortKey(stored.parent_key()), ", keys ", keys(stored.block_keys()), ")");
+      break;
+    }
+    case v1::CacheEvent::kRemoved: {
+      const v1::BlocksRemoved& removed = e.removed();
+      absl::StrAppend(&out, "removed ", removed.block_keys_size(), " blocks from ",
+                      NamespaceName(removed.namespace_()), " (keys ", keys(removed.block_keys()),
+                      ")");
+      break;
+    }
+    case v1::CacheEvent::kSnapshotDone:
+      out += "snapshot done; live events follow";
+      break;
+    default:
+      out += "unknown event";
+      break;
+  }
+  return out;
+}
+
+}  // namespace prefixd::ctl

@@ -1,0 +1,28 @@
+// clients/prefixctl/text_format.h — prefixctl's human-readable output.
+#ifndef PREFIXD_CLIENTS_PREFIXCTL_TEXT_FORMAT_H_
+#define PREFIXD_CLIENTS_PREFIXCTL_TEXT_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "prefixd/v1/cache.pb.h"
+#include "prefixd/v1/generation.pb.h"
+
+namespace prefixd::ctl {
+
+// One line, e.g. "finish LENGTH | prompt 40 tokens, 32 cached (80.0%) | completion 16
+// tokens | queue 0.2 ms, first token 9.1 ms, total 61.0 ms".
+std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& usage);
+
+// A table of the chosen tokens' logprobs and their top alternatives.
+std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs);
+
+// Hit rate, blocks by state, counters, then a table of namespaces.
+std::string FormatStats(const v1::CacheStats& stats);
+
+// One line per event, e.g. "#12 stored 3 blocks in default (parent 1f2e…, keys 9a0b… …)".
+std::string FormatEvent(const v1::CacheEvent& event);
+
+}  // namespace prefixd::ctl
+
+#endif  // PREFIXD_CLIENTS_PREFIXCTL_TEXT_FORMAT_H_

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+"""Runs clients/python/prefixd_client.py against a live prefixd, as a user would.
+
+usage: python_client_test.py SERVER_BINARY CLIENT_SCRIPT
+
+Checks that `generate` streams text to stdout and reports usage on stderr, that the second
+call with the same prompt reports cached_tokens > 0, and that `stats` prints the hit rate.
+"""
+
+import re
+import subprocess
+import sys
+import threading
+
+PROMPT = ["You", "are", "a", "helpful", "assistant.", "Keep", "answers", "short,", "kind",
+          "and", "accurate,", "and", "say", "so", "when", "you", "do", "not", "know."]
+
+
+def start_server(server_binary):
+    # Free ports for gRPC and the HTTP side port (tests run side by side); a small KV pool
+    # keeps start-up fast.
+    server = subprocess.Popen([server_binary, "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
+                               "--kv_cache_tokens=65536"], stdout=subprocess.PIPE, text=True)
+    for line in server.stdout:
+        sys.stdout.write(line)
+        match = re.match(r"prefixd: listening on (\S+)", line)
+        if match:
+            # Keep draining stdout so the server never blocks on a full pipe.
+            threading.Thread(target=lambda: [sys.stdout.write(l) for l in server.stdout],
+                             daemon=True).start()
+            return server, match.group(1)
+    server.wait()
+    raise SystemExit(f"FAIL: {server_binary} exited with {server.returncode} before listening")
+
+
+def run_client(client_script, target, *args):
+    result = subprocess.run(["/usr/bin/python3", client_script, "--target", target, *args],
+                            capture_output=True, text=True, timeout=300)
+    print(f"$ prefixd_client.py {' '.join(args)} -> exit {result.returncode}")
+    print(result.stdout, end="")
+    print(result.stderr, end="", file=sys.stderr)
+    return result
+
+
+def check(condition, message):
+    if not condition:
+        raise SystemExit(f"FAIL: {message}")
+
+
+def main():
+    server_binary, client_script = sys.argv[1], sys.argv[2]
+    server, target = start_server(server_binary)
+    try:
+        cached = []
+        for _ in range(2):
+            result = run_client(client_script, target, "generate", "--max-tokens", "6",
+                                "--temperature", "0", *PROMPT)
+            check(result.returncode == 0, f"generate exited {result.returncode}")
+            check(result.stdout.strip() != "", "generate printed no text")
+            match = re.search(r"cached_tokens (\d+)", result.stderr)
+            check(match is not None, "generate printed no usage with cached_tokens")
+            check("completion_tokens 6" in result.stderr, "usage lacks completion_tokens 6")
+            cached.append(int(match.group(1)))
+        check(cached[0] == 0, f"first call already had {cached[0]} cached tokens")
+        check(cached[1] > 0, "second call with the same prompt had no cached tokens")
+
+        stats = run_client(client_script, target, "stats")
+        check(stats.returncode == 0, f"stats exited {stats.returncode}")
+        check("hit rate" in stats.stdout, "stats printed no hit rate")
+
+        bad = run_client(client_script, target, "generate", "--token-ids", "1,2,99999999")
+        check(bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr,
+              "an invalid token id should exit 1 with INVALID_ARGUMENT")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
