@@ -41,11 +41,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
     return status;
   };
   if (absl::Status s = ValidateOptions(options); !s.ok()) return fail(s);
+  if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("GPU memory fraction must be in (0, 1], got ", options.gpu_memory_fraction)));
+  }
   const int64_t block_bytes =
       KvCache::BytesPerBlock(model.config, options.block_size, backend->compute_dtype());
   int64_t num_blocks = 0;
   if (options.kv_cache_tokens > 0) {
     num_blocks = (options.kv_cache_tokens + options.block_size - 1) / options.block_size;
+  } else if (std::optional<int64_t> free = backend->FreeMemoryBytes(); free.has_value()) {
+    // Leave room for the step's activations: about 16 hidden-sized rows per batch token,
+    // plus the f32 logits of every running request.
+    const ModelConfig& c = model.config;
+    const int64_t activations = int64_t{options.max_batch_tokens} *
+                                    (6 * c.hidden_size + 2 * c.intermediate_size + c.qkv_size()) *
+                                    2 +
+                                int64_t{options.max_running_requests} * c.vocab_size * 4;
+    num_blocks = static_cast<int64_t>(
+                     (static_cast<double>(*free) * options.gpu_memory_fraction - activations)) /
+                 block_bytes;
   } else {
     num_blocks = options.kv_cache_bytes_cpu / block_bytes;
   }

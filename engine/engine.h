@@ -35,9 +35,12 @@ struct EngineOptions {
   int block_size = 16;          // tokens per KV block (power of two)
   int64_t kv_cache_tokens = 0;  // KV pool capacity in tokens; 0: sized automatically
   int64_t kv_cache_bytes_cpu = int64_t{1} << 30;  // the automatic size on the CPU
-  int max_batch_tokens = 2048;                    // tokens per step
-  int max_running_requests = 64;                  // requests batched together
-  int max_queued_requests = 1024;                 // beyond this, Submit says RESOURCE_EXHAUSTED
+  // The automatic size on a GPU: this fraction of the device memory free once the weights
+  // are loaded, less the step's activations.
+  double gpu_memory_fraction = 0.9;
+  int max_batch_tokens = 2048;     // tokens per step
+  int max_running_requests = 64;   // requests batched together
+  int max_queued_requests = 1024;  // beyond this, Submit says RESOURCE_EXHAUSTED
   bool prefix_cache = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
   bool check_invariants = false;      // check the cache after every step (tests)

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -154,6 +155,9 @@ class Backend {
   // dtype of weights, activations and the KV cache on this backend (kF32 on the CPU).
   virtual DType compute_dtype() const = 0;
   virtual std::string Describe() const = 0;  // e.g. "cpu (2 threads, OpenBLAS)"
+  // Device memory free now, in bytes, for sizing the KV cache; nullopt where the question
+  // has no useful answer (host memory: the CPU backend).
+  virtual std::optional<int64_t> FreeMemoryBytes() const { return std::nullopt; }
 
   // ---- Memory ----
   // Uninitialised. Crashes if the device is out of memory (sizes are checked up front).

@@ -72,6 +72,8 @@ class PrefixCache {
   int64_t Flush();
 
   CacheStats Stats() const;
+  // See RadixTree::HotPrefixes: a walk of the whole tree.
+  std::vector<HotPrefix> HotPrefixes(int k) const { return tree_.HotPrefixes(k); }
   const RadixTree& tree() const { return tree_; }
   void SetEventSink(CacheEventSink sink) { tree_.SetEventSink(std::move(sink)); }
 

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <queue>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/check.h"
 
 namespace prefixd {
@@ -35,6 +37,8 @@ struct RadixNode {
   uint64_t last_access = 0;
   uint64_t id = 0;  // creation order: breaks LRU ties deterministically
   bool in_lru = false;
+  int64_t hits = 0;    // Matches that used every block of this edge (and so its whole path)
+  absl::Time created;  // when the edge's first block was cached
 
   int num_blocks() const { return static_cast<int>(blocks.size()); }
   bool held() const { return ref_count > 0 || pin_count > 0; }
@@ -69,7 +73,10 @@ PrefixMatch& PrefixMatch::operator=(PrefixMatch&& other) noexcept {
 // ---- RadixTree ----
 
 RadixTree::RadixTree(RadixTreeOptions options)
-    : block_size_(options.block_size), seed_(options.seed), hash_(options.hash) {
+    : block_size_(options.block_size),
+      seed_(options.seed),
+      hash_(options.hash),
+      clock_fn_(options.clock ? std::move(options.clock) : [] { return absl::Now(); }) {
   PREFIXD_CHECK(
       block_size_ >= 1 && block_size_ <= kMaxBlockSize && (block_size_ & (block_size_ - 1)) == 0,
       "block size must be a power of two in [1, ", kMaxBlockSize, "], got ", block_size_);
@@ -164,6 +171,8 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   head->pin_count = node->pin_count;
   head->last_access = node->last_access;
   head->id = next_node_id_++;
+  head->hits = node->hits;  // every match that used all of `node` used its head
+  head->created = node->created;
 
   Account(node, -1);
   node->keys.erase(node->keys.begin(), node->keys.begin() + keep_blocks);
@@ -213,6 +222,7 @@ PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId>
   PrefixMatch match;
   match.block_size_ = block_size_;
   Node* end = Walk(state.root.get(), tokens, 0, match.blocks_);
+  for (Node* n = end; n->parent != nullptr; n = n->parent) ++n->hits;
   AddHold(end, +1, 0);
   match.node_ = end;
   match.state_ = PrefixMatch::State::kActive;
@@ -249,9 +259,10 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
       ++hash_collisions_;
     } else {
       // Append blocks b..num_full. Extend `end` in place when nothing but this match can see
-      // it (a leaf, not pinned, held only by us); otherwise hang a new child under it.
+      // it (a leaf, not pinned, held only by us) and no match has used it as a prefix yet
+      // (its hits count that prefix, not a longer one); otherwise hang a new child under it.
       const bool extend = end->parent != nullptr && end->children.empty() && end->pin_count == 0 &&
-                          end->ref_count == (end == start ? 1 : 0);
+                          end->ref_count == (end == start ? 1 : 0) && end->hits == 0;
       Node* target = end;
       std::unique_ptr<Node> child;
       if (extend) {
@@ -264,6 +275,7 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         child->parent_key = LastKey(end);
         child->last_access = clock_;
         child->id = next_node_id_++;
+        child->created = clock_fn_();
         // Sized once: a whole prompt inserted in one call must not regrow its edge's
         // vectors block by block.
         child->keys.reserve(num_full - b);
@@ -413,6 +425,48 @@ TreeStats RadixTree::Stats() const {
   return s;
 }
 
+std::vector<HotPrefix> RadixTree::HotPrefixes(int k) const {
+  if (k <= 0) return {};
+  struct Ranked {
+    int64_t hits;
+    int64_t tokens;
+    const Node* node;
+  };
+  // "Better" ranks first: more hits, then longer, then older.
+  auto better = [](const Ranked& a, const Ranked& b) {
+    if (a.hits != b.hits) return a.hits > b.hits;
+    if (a.tokens != b.tokens) return a.tokens > b.tokens;
+    return a.node->id < b.node->id;
+  };
+  // A heap of the best k so far whose top is the worst of them.
+  std::priority_queue<Ranked, std::vector<Ranked>, decltype(better)> best(better);
+  std::vector<std::pair<const Node*, int64_t /*tokens before the node*/>> stack;
+  for (const auto& [ns, state] : namespaces_) stack.emplace_back(state->root.get(), 0);
+  while (!stack.empty()) {
+    const auto [node, before] = stack.back();
+    stack.pop_back();
+    const int64_t tokens = before + int64_t{node->num_blocks()} * block_size_;
+    // A node's hits never exceed its parent's: a subtree under a node that cannot enter the
+    // heap holds nothing that can.
+    const Ranked r{node->hits, tokens, node};
+    if (node->parent != nullptr) {
+      if (node->hits == 0) continue;
+      if (static_cast<int>(best.size()) == k && node->hits < best.top().hits) continue;
+      best.push(r);
+      if (static_cast<int>(best.size()) > k) best.pop();
+    }
+    for (const auto& [key, child] : node->children) stack.emplace_back(child.get(), tokens);
+  }
+  std::vector<HotPrefix> out;
+  while (!best.empty()) {
+    const Ranked r = best.top();
+    best.pop();
+    out.push_back({r.node->ns->name, r.tokens, r.hits, r.node->created, r.node->pin_count > 0});
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
 std::vector<CacheEvent> RadixTree::Snapshot() const {
   std::vector<const NamespaceState*> states;
   for (const auto& [ns, state] : namespaces_) states.push_back(state.get());
@@ -485,6 +539,9 @@ absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId,
   int64_t child_refs = 0, child_pins = 0;
   for (const auto& [key, child] : node->children) {
     if (child->parent != node) return fail("child ", child->id, " has another parent");
+    if (node->parent != nullptr && child->hits > node->hits) {
+      return fail("child ", child->id, " has more hits than its parent");
+    }
     if (child->ns != node->ns) return fail("child ", child->id, " is in another namespace");
     if (child->keys.empty() || child->keys[0] != key) return fail("child indexed by wrong key");
     child_refs += child->ref_count;

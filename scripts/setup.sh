@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime
   python3 python3-grpcio python3-protobuf  # example Python client and its test
+  prometheus chromium  # metrics and dashboard tests (a real scraper and a headless browser)
 )
 
 missing=()

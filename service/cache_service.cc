@@ -21,6 +21,26 @@ absl::Status RequireAdmin(const Tenant& tenant, std::string_view what) {
                                                   std::string(what), " (an admin tenant may)"));
 }
 
+// The namespace and tokens of a Pin or Unpin: the caller's (or a granted shared) namespace
+// and the prompt as token ids.
+struct Prefix {
+  CacheNamespace ns;
+  std::vector<TokenId> tokens;
+};
+template <typename Request>
+absl::StatusOr<Prefix> ResolvePrefix(const ServiceContext& service,
+                                     const grpc::CallbackServerContext& ctx,
+                                     const Request& request) {
+  absl::StatusOr<const Tenant*> tenant = service.Authenticate(ctx);
+  if (!tenant.ok()) return tenant.status();
+  if (absl::Status s = CheckNoUnknownFields(request); !s.ok()) return s;
+  absl::StatusOr<CacheNamespace> ns = service.Namespace(**tenant, request.shared_namespace());
+  if (!ns.ok()) return ns.status();
+  absl::StatusOr<std::vector<TokenId>> tokens = PromptTokens(request, service.engine->tokenizer());
+  if (!tokens.ok()) return tokens.status();
+  return Prefix{*std::move(ns), *std::move(tokens)};
+}
+
 // Streams cache events to one watcher: a snapshot, SnapshotDone, then live events.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::CacheEvent> {
  public:
@@ -91,16 +111,10 @@ grpc::ServerUnaryReactor* CacheService::GetStats(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* CacheService::Pin(grpc::CallbackServerContext* ctx,
                                             const v1::PinRequest* request,
                                             v1::PinResponse* response) {
-  absl::StatusOr<const Tenant*> tenant = context_->Authenticate(*ctx);
-  if (!tenant.ok()) return FinishNow(ctx, tenant.status());
-  if (absl::Status s = CheckNoUnknownFields(*request); !s.ok()) return FinishNow(ctx, s);
-  absl::StatusOr<CacheNamespace> ns = context_->Namespace(**tenant, request->shared_namespace());
-  if (!ns.ok()) return FinishNow(ctx, ns.status());
-  absl::StatusOr<std::vector<TokenId>> tokens =
-      PromptTokens(*request, context_->engine->tokenizer());
-  if (!tokens.ok()) return FinishNow(ctx, tokens.status());
+  absl::StatusOr<Prefix> prefix = ResolvePrefix(*context_, *ctx, *request);
+  if (!prefix.ok()) return FinishNow(ctx, prefix.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  context_->engine->PinAsync(*ns, *std::move(tokens),
+  context_->engine->PinAsync(prefix->ns, std::move(prefix->tokens),
                              [reactor, response](absl::StatusOr<PinResult> result) {
                                if (result.ok()) {
                                  response->set_pinned_tokens(result->pinned_tokens);
@@ -114,15 +128,9 @@ grpc::ServerUnaryReactor* CacheService::Pin(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* CacheService::Unpin(grpc::CallbackServerContext* ctx,
                                               const v1::UnpinRequest* request,
                                               v1::UnpinResponse* response) {
-  absl::StatusOr<const Tenant*> tenant = context_->Authenticate(*ctx);
-  if (!tenant.ok()) return FinishNow(ctx, tenant.status());
-  if (absl::Status s = CheckNoUnknownFields(*request); !s.ok()) return FinishNow(ctx, s);
-  absl::StatusOr<CacheNamespace> ns = context_->Namespace(**tenant, request->shared_namespace());
-  if (!ns.ok()) return FinishNow(ctx, ns.status());
-  absl::StatusOr<std::vector<TokenId>> tokens =
-      PromptTokens(*request, context_->engine->tokenizer());
-  if (!tokens.ok()) return FinishNow(ctx, tokens.status());
-  absl::StatusOr<int> unpinned = context_->engine->Unpin(*ns, *std::move(tokens));
+  absl::StatusOr<Prefix> prefix = ResolvePrefix(*context_, *ctx, *request);
+  if (!prefix.ok()) return FinishNow(ctx, prefix.status());
+  absl::StatusOr<int> unpinned = context_->engine->Unpin(prefix->ns, std::move(prefix->tokens));
   if (unpinned.ok()) response->set_unpinned_tokens(*unpinned);
   return FinishNow(ctx, unpinned.status());
 }

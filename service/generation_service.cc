@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "absl/time/clock.h"
 #include "service/convert.h"
@@ -26,6 +27,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
         outbox_(std::make_shared<StreamOutbox<v1::GenerateResponse>>(this, /*max_queued=*/1)) {
     absl::StatusOr<RequestId> id = Submit(*ctx, request);
     if (!id.ok()) {
+      if (service_.metrics != nullptr) service_.metrics->RecordRejected(id.status());
       outbox_->Finish(ToGrpcStatus(id.status()));
       return;
     }
@@ -55,18 +57,25 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (!r.ok()) return r.status();
     r->ns = *std::move(ns);
     r->deadline = DeadlineOf(ctx);
+    // Metrics follow the request in the callback: the updates arrive in order on the
+    // engine's thread, so the recorder needs no lock of its own.
+    std::optional<ServingMetrics::RequestRecorder> recorder;
+    if (service_.metrics != nullptr) {
+      recorder = service_.metrics->StartRequest(r->ns.DisplayName(), absl::Now());
+    }
     // The callback owns a reference to the outbox, never to this reactor.
-    return service_.engine->Submit(
-        *std::move(r),
-        [outbox = outbox_, request_id = request.request_id()](GenerationUpdate&& update) {
-          const bool finished = update.finished;
-          const absl::Status status = update.status;
-          outbox->Merge([&](v1::GenerateResponse& response) {
-            if (response.request_id().empty()) response.set_request_id(request_id);
-            AppendUpdate(update, response);
-          });
-          if (finished) outbox->Finish(ToGrpcStatus(status));
-        });
+    auto on_update = [outbox = outbox_, request_id = request.request_id(),
+                      recorder](GenerationUpdate&& update) mutable {
+      if (recorder) recorder->OnUpdate(update, absl::Now());
+      const bool finished = update.finished;
+      const absl::Status status = update.status;
+      outbox->Merge([&](v1::GenerateResponse& response) {
+        if (response.request_id().empty()) response.set_request_id(request_id);
+        AppendUpdate(update, response);
+      });
+      if (finished) outbox->Finish(ToGrpcStatus(status));
+    };
+    return service_.engine->Submit(*std::move(r), std::move(on_update));
   }
 
   ServiceContext& service_;

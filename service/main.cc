@@ -27,6 +27,9 @@ ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json to use instead of the mode
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC address to serve on; port 0 picks a free port. Use 0.0.0.0:PORT to accept "
           "connections from other machines.");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080",
+          "HTTP side port for operators: /metrics (Prometheus), /dashboard (live page), "
+          "/healthz, /readyz; port 0 picks a free port; empty turns the port off");
 ABSL_FLAG(int, block_size, 16,
           "tokens per KV cache block (a power of two); only full blocks "
           "are shared between requests");
@@ -49,6 +52,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
 ABSL_FLAG(int, max_message_bytes, 4 << 20,
           "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, threads, 0, "CPU backend threads; 0: every core this process may use");
+ABSL_FLAG(bool, check_invariants, false,
+          "debugging: check the KV cache's invariants after every engine step and abort on a "
+          "violation (slow; used by the soak test)");
 
 namespace prefixd {
 namespace {
@@ -125,6 +131,7 @@ int Run() {
   options.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  options.check_invariants = absl::GetFlag(FLAGS_check_invariants);
   const ModelConfig config = model->config;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(std::move(backend), *std::move(model), options);
@@ -151,11 +158,16 @@ int Run() {
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   server_options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
   absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
       PrefixdServer::Start(engine->get(), std::move(tenants), server_options);
   if (!server.ok()) {
     std::fprintf(stderr, "prefixd: %s\n", server.status().ToString().c_str());
     return 2;
+  }
+  // The dashboard line first: "listening on" is the last line of a successful start.
+  if (const std::string http = (*server)->http_address(); !http.empty()) {
+    std::printf("prefixd: dashboard on http://%s/dashboard\n", http.c_str());
   }
   std::printf("prefixd: listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
@@ -180,7 +192,8 @@ int main(int argc, char** argv) {
       "prefixd — LLM generation over gRPC with a KV cache shared across requests.\n\n"
       "  prefixd [--model=DIR|random:PRESET] [--listen=HOST:PORT] [--tokens_file=FILE] ...\n\n"
       "Serves prefixd.v1.Generation and prefixd.v1.Cache (see proto/prefixd/v1), "
-      "grpc.health.v1.Health and server reflection. SIGTERM or SIGINT drains: health turns "
+      "grpc.health.v1.Health and server reflection; Prometheus metrics and a live dashboard "
+      "on the HTTP port (--http_listen). SIGTERM or SIGINT drains: health turns "
       "NOT_SERVING, new calls get UNAVAILABLE, running requests finish within "
       "--shutdown_grace, then prefixd exits 0.");
   absl::FlagsUsageConfig usage;

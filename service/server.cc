@@ -14,10 +14,12 @@ namespace prefixd {
 PrefixdServer::PrefixdServer(Engine* engine, TenantDirectory tenants, ServerOptions options)
     : options_(std::move(options)),
       tenants_(std::move(tenants)),
+      metrics_(std::make_unique<ServingMetrics>(engine)),
       generation_(&context_),
       cache_(&context_) {
   context_.engine = engine;
   context_.tenants = &tenants_;
+  context_.metrics = metrics_.get();
 }
 
 absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engine,
@@ -25,6 +27,15 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
                                                                     ServerOptions options) {
   std::unique_ptr<PrefixdServer> s(
       new PrefixdServer(engine, std::move(tenants), std::move(options)));
+  // The HTTP port first: if it cannot be had, nothing has started yet.
+  if (!s->options_.http_listen.empty()) {
+    PrefixdServer* raw = s.get();
+    absl::StatusOr<std::unique_ptr<HttpServer>> http =
+        HttpServer::Start(s->options_.http_listen, engine, s->metrics_.get(),
+                          [raw] { return !raw->context_.draining.load(); });
+    if (!http.ok()) return http.status();
+    s->http_ = *std::move(http);
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -39,10 +50,15 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
                      " (address in use, or not an address this machine has?)"));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
+  engine->SetStepObserver(
+      [metrics = s->metrics_.get()](const StepReport& step) { metrics->RecordStep(step); });
   return s;
 }
 
-PrefixdServer::~PrefixdServer() { Drain(); }
+PrefixdServer::~PrefixdServer() {
+  Drain();
+  if (http_ != nullptr) http_->Stop();
+}
 
 std::string PrefixdServer::address() const {
   const std::string& listen = options_.listen;
@@ -62,6 +78,9 @@ void PrefixdServer::Drain() {
   // grace period too (at least a second); watchers are cancelled.
   server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
   server_->Wait();
+  // The metrics die with this server; the engine may live on.
+  context_.engine->SetStepObserver(nullptr);
+  if (http_ != nullptr) http_->Stop();
 }
 
 }  // namespace prefixd

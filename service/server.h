@@ -11,7 +11,9 @@
 #include "grpcpp/server.h"
 #include "service/cache_service.h"
 #include "service/generation_service.h"
+#include "service/http_server.h"
 #include "service/service_context.h"
+#include "service/serving_metrics.h"
 #include "service/tenants.h"
 
 namespace prefixd {
@@ -20,6 +22,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0: any free port
   int max_message_bytes = 4 << 20;         // larger requests: RESOURCE_EXHAUSTED
   absl::Duration shutdown_grace = absl::Seconds(30);
+  // HTTP side port: /metrics, /dashboard, /healthz, /readyz (port 0: any free port).
+  // Empty: no HTTP port.
+  std::string http_listen;
 };
 
 class PrefixdServer {
@@ -32,9 +37,12 @@ class PrefixdServer {
 
   int port() const { return port_; }
   std::string address() const;
+  // The HTTP side port's HOST:PORT; empty when it is off.
+  std::string http_address() const { return http_ != nullptr ? http_->address() : ""; }
 
-  // Health flips to NOT_SERVING and new calls get UNAVAILABLE; running requests get up to
-  // the grace period to finish, the rest end as cancelled; then the server stops.
+  // Health flips to NOT_SERVING (and /readyz to 503) and new calls get UNAVAILABLE;
+  // running requests get up to the grace period to finish, the rest end as cancelled; then
+  // the server stops. /metrics and the dashboard answer until the end.
   void Drain();
 
  private:
@@ -42,10 +50,12 @@ class PrefixdServer {
 
   const ServerOptions options_;
   TenantDirectory tenants_;
+  std::unique_ptr<ServingMetrics> metrics_;  // outlives everything that records into it
   ServiceContext context_;
   GenerationService generation_;
   CacheService cache_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HttpServer> http_;
   int port_ = 0;
   bool drained_ = false;
 };

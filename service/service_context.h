@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
+#include "service/serving_metrics.h"
 #include "service/tenants.h"
 
 namespace prefixd {
@@ -17,6 +18,7 @@ namespace prefixd {
 struct ServiceContext {
   Engine* engine = nullptr;  // outlives the gRPC server
   const TenantDirectory* tenants = nullptr;
+  ServingMetrics* metrics = nullptr;  // outlives the gRPC server; null: nothing recorded
   std::atomic<bool> draining{false};
 
   // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.

@@ -119,6 +119,13 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::MakeCurrent() const { PREFIXD_CUDA_CHECK(cudaSetDevice(device_)); }
 
+std::optional<int64_t> CudaBackend::FreeMemoryBytes() const {
+  size_t free_bytes = 0, total_bytes = 0;
+  MakeCurrent();
+  PREFIXD_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
+
 std::string CudaBackend::Describe() const {
   // e.g. "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB, bf16)"
   const double gib = static_cast<double>(total_memory_) / (1 << 30);

@@ -70,6 +70,7 @@ class CudaBackend final : public Backend {
   DeviceKind device() const override { return DeviceKind::kCuda; }
   DType compute_dtype() const override { return DType::kBF16; }
   std::string Describe() const override;
+  std::optional<int64_t> FreeMemoryBytes() const override;
 
   DeviceTensor Allocate(DType dtype, std::initializer_list<int64_t> dims) override;
   void Free(void* data) override;
