@@ -23,6 +23,9 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "prefixd address");
 ABSL_FLAG(std::string, token, "", "bearer token (default: $PREFIXD_TOKEN)");
+ABSL_FLAG(std::string, tls_ca_file, "", "connect over TLS, trusting this PEM CA");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate, for mutual TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM key of --tls_cert_file");
 ABSL_FLAG(std::string, preset, "default", "workload preset");
 ABSL_FLAG(int, num_groups, 0, "G: groups (system prompts)");
 ABSL_FLAG(int, prompts_per_group, 0, "P: prompts per group");
@@ -230,6 +233,12 @@ int Main(int argc, char** argv) {
     if (const char* env = std::getenv("PREFIXD_TOKEN")) client_options.bearer_token = env;
   }
   if (timeout_s > 0) client_options.deadline = absl::Seconds(timeout_s);
+  client_options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  client_options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  client_options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  if (absl::Status s = MakeChannelCredentials(client_options).status(); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
 
   const bool flush = absl::GetFlag(FLAGS_flush);
   const WorkloadShape& s = config.shape;

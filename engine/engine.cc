@@ -269,11 +269,13 @@ absl::StatusOr<RequestId> Engine::Submit(GenerationRequest request, UpdateCallba
     };
     inbox_.push_back([this, id, request = std::move(request), max_new, seed, arrival = absl::Now(),
                       callback = std::move(counted)]() mutable {
-      {
-        absl::MutexLock lock(&mu_);
-        --pending_submissions_;
-      }
       scheduler_->Add(id, std::move(request), max_new, seed, arrival, std::move(callback));
+      // One critical section: Submit's queue-full check never sees the request in neither
+      // count (it would admit one too many).
+      const int waiting = scheduler_->num_waiting();
+      absl::MutexLock lock(&mu_);
+      --pending_submissions_;
+      stats_.waiting = waiting;
     });
   }
   return id;

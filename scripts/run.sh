@@ -9,9 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cmake -S . -B build -G Ninja >/dev/null
-targets=(prefixd)
-for t in prefixctl prefix-bench; do
-  if cmake --build build --target help 2>/dev/null | grep -q "^$t:"; then targets+=("$t"); fi
-done
-cmake --build build --target "${targets[@]}"
+cmake --build build --target prefixd prefixctl prefix-bench prefixd_python_client
 exec build/service/prefixd "$@"

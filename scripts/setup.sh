@@ -16,6 +16,7 @@ PACKAGES=(
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime
   python3 python3-grpcio python3-protobuf  # example Python client and its test
   prometheus chromium  # metrics and dashboard tests (a real scraper and a headless browser)
+  openssl  # the TLS tests make their certificates at test time
 )
 
 missing=()

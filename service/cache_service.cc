@@ -44,17 +44,18 @@ absl::StatusOr<Prefix> ResolvePrefix(const ServiceContext& service,
 // Streams cache events to one watcher: a snapshot, SnapshotDone, then live events.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::CacheEvent> {
  public:
-  explicit WatchReactor(ServiceContext& service)
+  WatchReactor(ServiceContext& service, size_t max_queued)
       : service_(service),
-        outbox_(std::make_shared<StreamOutbox<v1::CacheEvent>>(this, kMaxQueuedCacheEvents)) {}
+        max_queued_(max_queued),
+        outbox_(std::make_shared<StreamOutbox<v1::CacheEvent>>(this, max_queued)) {}
 
   void Start() {
     const int block_size = service_.engine->block_size();
     auto outbox = outbox_;
-    auto overflow = [outbox] {
+    auto overflow = [outbox, max_queued = max_queued_] {
       outbox->Abort(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                  "this watcher fell more than " +
-                                     std::to_string(kMaxQueuedCacheEvents) +
+                                     std::to_string(max_queued) +
                                      " events behind and was dropped"));
     };
     subscription_ = service_.engine->Subscribe(
@@ -85,6 +86,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::CacheEvent> {
 
  private:
   ServiceContext& service_;
+  const size_t max_queued_;
   std::shared_ptr<StreamOutbox<v1::CacheEvent>> outbox_;
   std::optional<int64_t> subscription_;
 };
@@ -149,7 +151,7 @@ grpc::ServerUnaryReactor* CacheService::Flush(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::CacheEvent>* CacheService::WatchEvents(
     grpc::CallbackServerContext* ctx, const v1::WatchEventsRequest* request) {
-  auto* reactor = new WatchReactor(*context_);
+  auto* reactor = new WatchReactor(*context_, max_queued_events_);
   absl::StatusOr<const Tenant*> tenant = context_->Authenticate(*ctx);
   absl::Status s = tenant.ok() ? RequireAdmin(**tenant, "watch cache events") : tenant.status();
   if (s.ok()) s = CheckNoUnknownFields(*request);

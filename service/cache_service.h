@@ -9,12 +9,14 @@ namespace prefixd {
 
 // A watcher that falls this many events behind is dropped (RESOURCE_EXHAUSTED); the
 // server's memory never grows with a client that does not read.
-inline constexpr size_t kMaxQueuedCacheEvents = 10000;
+inline constexpr size_t kDefaultMaxQueuedCacheEvents = 10000;
 
 class CacheService final : public v1::Cache::CallbackService {
  public:
   // `context` must outlive the service.
-  explicit CacheService(ServiceContext* context) : context_(context) {}
+  explicit CacheService(ServiceContext* context,
+                        size_t max_queued_events = kDefaultMaxQueuedCacheEvents)
+      : context_(context), max_queued_events_(max_queued_events) {}
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
@@ -30,6 +32,7 @@ class CacheService final : public v1::Cache::CallbackService {
 
  private:
   ServiceContext* context_;
+  const size_t max_queued_events_;
 };
 
 }  // namespace prefixd

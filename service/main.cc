@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "engine/model_loader.h"
 #include "kernels/kernels.h"
+#include "kernels/select_backend.h"
 #include "service/server.h"
 #include "service/tenants.h"
 
@@ -51,7 +52,23 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "cancelled");
 ABSL_FLAG(int, max_message_bytes, 4 << 20,
           "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, backend, "auto",
+          "where the model runs: cuda (bf16 on an NVIDIA GPU), cpu (fp32 reference), or auto "
+          "(cuda when this build has it and a GPU is visible, else cpu)");
+ABSL_FLAG(int, cuda_device, 0, "CUDA device to run on (with the cuda backend)");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "share of the GPU's free memory (after the weights) prefixd may use for the KV "
+          "cache and activations, when --kv_cache_tokens is 0");
 ABSL_FLAG(int, threads, 0, "CPU backend threads; 0: every core this process may use");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: with --tls_key_file, the gRPC port speaks TLS only");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: clients must present a certificate it signed (mutual TLS); a "
+          "certificate's common name can then identify a tenant (tokens file: "
+          "client_common_names)");
+ABSL_FLAG(int, watch_queue_events, 10000,
+          "cache events queued for one WatchEvents client before it is dropped as too slow");
 ABSL_FLAG(bool, check_invariants, false,
           "debugging: check the KV cache's invariants after every engine step and abort on a "
           "violation (slow; used by the soak test)");
@@ -109,7 +126,22 @@ int Run() {
     tenants = *std::move(dir);
   }
 
-  std::unique_ptr<Backend> backend = MakeCpuBackend(absl::GetFlag(FLAGS_threads));
+  // TLS files too: a wrong path or a key that does not match should not wait for the model.
+  const TlsOptions tls{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+                       absl::GetFlag(FLAGS_tls_client_ca_file)};
+  if (absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c = MakeServerCredentials(tls);
+      !c.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", c.status().ToString().c_str());
+    return 2;
+  }
+
+  absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(
+      absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_cuda_device));
+  if (!made.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", made.status().ToString().c_str());
+    return 2;
+  }
+  std::unique_ptr<Backend> backend = *std::move(made);
   const std::string model_spec = absl::GetFlag(FLAGS_model);
   const absl::Time load_start = absl::Now();
   LoadProgress progress(absl::StrCat("loading ", model_spec));
@@ -132,6 +164,7 @@ int Run() {
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   options.check_invariants = absl::GetFlag(FLAGS_check_invariants);
+  options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   const ModelConfig config = model->config;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(std::move(backend), *std::move(model), options);
@@ -150,7 +183,7 @@ int Run() {
           KvCache::BytesPerBlock(config, options.block_size, (*engine)->backend().compute_dtype()))
           .c_str(),
       (*engine)->max_context_len(), options.prefix_cache ? "on" : "off",
-      tenants.requires_token()
+      tenants.requires_identity()
           ? absl::StrCat(tenants.num_tenants(), " tenants (bearer tokens required)").c_str()
           : "no tokens file (one namespace)");
 
@@ -158,6 +191,12 @@ int Run() {
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   server_options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  server_options.tls = tls;
+  if (absl::GetFlag(FLAGS_watch_queue_events) < 1) {
+    std::fprintf(stderr, "prefixd: --watch_queue_events must be at least 1\n");
+    return 2;
+  }
+  server_options.max_queued_cache_events = absl::GetFlag(FLAGS_watch_queue_events);
   server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
   absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
       PrefixdServer::Start(engine->get(), std::move(tenants), server_options);

@@ -16,7 +16,7 @@ PrefixdServer::PrefixdServer(Engine* engine, TenantDirectory tenants, ServerOpti
       tenants_(std::move(tenants)),
       metrics_(std::make_unique<ServingMetrics>(engine)),
       generation_(&context_),
-      cache_(&context_) {
+      cache_(&context_, options_.max_queued_cache_events) {
   context_.engine = engine;
   context_.tenants = &tenants_;
   context_.metrics = metrics_.get();
@@ -39,7 +39,15 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->options_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(s->options_.tls);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(s->options_.listen, *credentials, &s->port_);
+  // HTTP/2 abuse: a client pinging more often than every 10 s without sending data gets two
+  // strikes, then GOAWAY (ENHANCE_YOUR_CALM); the server stays healthy for everyone else.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->options_.max_concurrent_streams);
   builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
   builder.RegisterService(&s->generation_);
   builder.RegisterService(&s->cache_);

@@ -15,6 +15,7 @@
 #include "service/service_context.h"
 #include "service/serving_metrics.h"
 #include "service/tenants.h"
+#include "service/tls.h"
 
 namespace prefixd {
 
@@ -25,6 +26,11 @@ struct ServerOptions {
   // HTTP side port: /metrics, /dashboard, /healthz, /readyz (port 0: any free port).
   // Empty: no HTTP port.
   std::string http_listen;
+  TlsOptions tls;  // off unless files are given
+  // Streams one connection may have open at once; more wait for one to end.
+  int max_concurrent_streams = 1024;
+  // Cache events queued for one watcher before it is dropped.
+  size_t max_queued_cache_events = kDefaultMaxQueuedCacheEvents;
 };
 
 class PrefixdServer {

@@ -2,6 +2,9 @@
 
 #include <optional>
 
+#include "grpc/grpc_security_constants.h"
+#include "grpcpp/security/auth_context.h"
+
 namespace prefixd {
 
 absl::StatusOr<const Tenant*> ServiceContext::Authenticate(
@@ -12,7 +15,16 @@ absl::StatusOr<const Tenant*> ServiceContext::Authenticate(
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
     authorization = std::string_view(it->second.data(), it->second.size());
   }
-  return tenants->Authenticate(authorization);
+  // With mutual TLS, gRPC has verified the client's certificate; its common name may name
+  // the tenant.
+  std::optional<std::string> common_name;
+  if (std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+      auth != nullptr && auth->IsPeerAuthenticated()) {
+    const std::vector<grpc::string_ref> names =
+        auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+    if (!names.empty()) common_name = std::string(names.front().data(), names.front().size());
+  }
+  return tenants->Authenticate(authorization, common_name);
 }
 
 absl::StatusOr<CacheNamespace> ServiceContext::Namespace(

@@ -58,7 +58,7 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
     if (!e.is_object()) return fail(where, " is not an object");
     for (auto it = e.begin(); it != e.end(); ++it) {
       if (it.key() != "name" && it.key() != "tokens" && it.key() != "shared_namespaces" &&
-          it.key() != "admin") {
+          it.key() != "client_common_names" && it.key() != "admin") {
         return fail(where, " has an unknown field \"", it.key(), "\"");
       }
     }
@@ -69,10 +69,32 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
       return fail(where, ".name \"", t->name, "\" must be 1-64 of [A-Za-z0-9._-]");
     }
     if (!names.insert(t->name).second) return fail("tenant \"", t->name, "\" appears twice");
-    if (!e.contains("tokens") || !e["tokens"].is_array() || e["tokens"].empty()) {
-      return fail("tenant \"", t->name, "\" has no \"tokens\" array");
+    if (e.contains("tokens") && !e["tokens"].is_array()) {
+      return fail("tenant \"", t->name, "\": tokens must be an array of strings");
     }
-    for (const nlohmann::json& tok : e["tokens"]) {
+    if (e.contains("client_common_names")) {
+      if (!e["client_common_names"].is_array()) {
+        return fail("tenant \"", t->name, "\": client_common_names must be an array");
+      }
+      for (const nlohmann::json& cn : e["client_common_names"]) {
+        if (!cn.is_string() || cn.get<std::string>().empty()) {
+          return fail("tenant \"", t->name,
+                      "\": client_common_names must be non-empty strings");
+        }
+        t->client_common_names.push_back(cn.get<std::string>());
+        if (!dir.by_common_name_.emplace(cn.get<std::string>(), t.get()).second) {
+          return fail("tenant \"", t->name, "\" reuses the client common name \"",
+                      cn.get<std::string>(), "\" of another tenant");
+        }
+      }
+    }
+    const bool has_tokens = e.contains("tokens") && !e["tokens"].empty();
+    if (!has_tokens && t->client_common_names.empty()) {
+      return fail("tenant \"", t->name,
+                  "\" has neither \"tokens\" nor \"client_common_names\": nothing could "
+                  "authenticate as it");
+    }
+    for (const nlohmann::json& tok : e.value("tokens", nlohmann::json::array())) {
       if (!tok.is_string())
         return fail("tenant \"", t->name, "\" has a token that is not a string");
       const std::string token = tok.get<std::string>();
@@ -115,19 +137,34 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromFile(const std::string& pat
 }
 
 absl::StatusOr<const Tenant*> TenantDirectory::Authenticate(
-    std::optional<std::string_view> authorization) const {
-  if (!requires_token()) return tenants_.front().get();
-  if (!authorization) {
-    return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+    std::optional<std::string_view> authorization,
+    std::optional<std::string_view> client_common_name) const {
+  if (!requires_identity()) return tenants_.front().get();
+  const Tenant* by_certificate = nullptr;
+  if (client_common_name) {
+    auto it = by_common_name_.find(std::string(*client_common_name));
+    if (it != by_common_name_.end()) by_certificate = it->second;
   }
-  constexpr std::string_view kBearer = "Bearer ";
-  if (authorization->size() <= kBearer.size() ||
-      authorization->substr(0, kBearer.size()) != kBearer) {
-    return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
+  const Tenant* by_token = nullptr;
+  if (authorization) {
+    constexpr std::string_view kBearer = "Bearer ";
+    if (authorization->size() <= kBearer.size() ||
+        authorization->substr(0, kBearer.size()) != kBearer) {
+      return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
+    }
+    auto it = by_token_.find(std::string(authorization->substr(kBearer.size())));
+    if (it == by_token_.end()) return absl::UnauthenticatedError("unknown bearer token");
+    by_token = it->second;
   }
-  auto it = by_token_.find(std::string(authorization->substr(kBearer.size())));
-  if (it == by_token_.end()) return absl::UnauthenticatedError("unknown bearer token");
-  return it->second;
+  if (by_token != nullptr && by_certificate != nullptr && by_token != by_certificate) {
+    return absl::PermissionDeniedError(
+        "the bearer token and the client certificate belong to different tenants");
+  }
+  if (by_token != nullptr) return by_token;
+  if (by_certificate != nullptr) return by_certificate;
+  return absl::UnauthenticatedError(
+      "missing 'authorization: Bearer <token>' metadata (or a client certificate whose common "
+      "name a tenant lists)");
 }
 
 absl::StatusOr<std::string> TenantDirectory::NamespaceFor(const Tenant& tenant,

@@ -6,13 +6,17 @@
 // public system prompt several teams share). The namespace never comes from the request
 // body: a request may only *pick* one of the shared namespaces its tenant is granted.
 //
+// With mutual TLS, a client certificate whose common name a tenant lists identifies that
+// tenant too (a bearer token may then be left out; if both are given they must agree).
+//
 // Tokens file (JSON):
 //   {"tenants": [
-//     {"name": "acme", "tokens": ["<secret>", ...], "shared_namespaces": ["public"],
-//      "admin": false}
+//     {"name": "acme", "tokens": ["<secret>", ...], "client_common_names": ["acme-svc"],
+//      "shared_namespaces": ["public"], "admin": false}
 //   ]}
 // Names: 1-64 of [A-Za-z0-9._-]. Tokens: at least 16 characters, unique across tenants.
-// Admins may see every namespace's stats, flush the cache and watch cache events.
+// Every tenant needs a token or a client common name. Admins may see every namespace's
+// stats, flush the cache and watch cache events.
 #ifndef PREFIXD_SERVICE_TENANTS_H_
 #define PREFIXD_SERVICE_TENANTS_H_
 
@@ -30,6 +34,7 @@ namespace prefixd {
 struct Tenant {
   std::string name;
   std::vector<std::string> shared_namespaces;
+  std::vector<std::string> client_common_names;
   bool admin = false;
 };
 
@@ -40,12 +45,16 @@ class TenantDirectory {
   static absl::StatusOr<TenantDirectory> FromJson(std::string_view json, std::string_view path);
   static absl::StatusOr<TenantDirectory> FromFile(const std::string& path);
 
-  bool requires_token() const { return !by_token_.empty(); }
+  // False without a tokens file: every call is the one default tenant.
+  bool requires_identity() const { return !by_token_.empty() || !by_common_name_.empty(); }
   int num_tenants() const { return static_cast<int>(tenants_.size()); }
 
-  // The tenant of a call given its `authorization` metadata value (nullopt: absent).
-  // UNAUTHENTICATED when a token is required and missing, malformed or unknown.
-  absl::StatusOr<const Tenant*> Authenticate(std::optional<std::string_view> authorization) const;
+  // The tenant of a call given its `authorization` metadata value and the common name of
+  // its verified client certificate (nullopt: absent). UNAUTHENTICATED when neither names
+  // a tenant (or the token is malformed or unknown); PERMISSION_DENIED when they name two.
+  absl::StatusOr<const Tenant*> Authenticate(
+      std::optional<std::string_view> authorization,
+      std::optional<std::string_view> client_common_name = std::nullopt) const;
 
   // The cache namespace (the `tenant` field of CacheNamespace) for a request of `tenant`
   // that asks for `shared_namespace` (empty: its own). PERMISSION_DENIED if not granted.
@@ -55,6 +64,7 @@ class TenantDirectory {
  private:
   std::vector<std::unique_ptr<Tenant>> tenants_;
   absl::flat_hash_map<std::string, const Tenant*> by_token_;
+  absl::flat_hash_map<std::string, const Tenant*> by_common_name_;
 };
 
 // Shared namespaces live apart from tenants' own: "shared:<name>" (tenant names have no ':').

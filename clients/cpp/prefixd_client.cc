@@ -7,6 +7,10 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,9 +46,57 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ClientOptions& options) {
+  if (options.tls_ca_file.empty() && options.tls_cert_file.empty() &&
+      options.tls_key_file.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  auto read = [](const std::string& path, const char* what) -> absl::StatusOr<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read the ", what, " file ", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its key, and a key its certificate (--tls_cert_file and "
+        "--tls_key_file)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = read(options.tls_ca_file, "CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+  }
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = read(options.tls_cert_file, "client certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = read(options.tls_key_file, "client key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+namespace {
+
+std::shared_ptr<grpc::Channel> OpenChannel(const ClientOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(options);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "prefixd client: %s\n", credentials.status().ToString().c_str());
+    std::abort();
+  }
+  return grpc::CreateChannel(options.target, *credentials);
+}
+
+}  // namespace
+
 PrefixdClient::PrefixdClient(ClientOptions options)
-    : PrefixdClient(grpc::CreateChannel(options.target, grpc::InsecureChannelCredentials()),
-                    options) {}
+    : PrefixdClient(OpenChannel(options), options) {}
 
 PrefixdClient::PrefixdClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : options_(std::move(options)),

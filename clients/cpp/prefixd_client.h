@@ -28,6 +28,7 @@
 
 namespace grpc {
 class Channel;
+class ChannelCredentials;
 class ClientContext;
 class Status;
 }  // namespace grpc
@@ -41,7 +42,16 @@ struct ClientOptions {
   std::string bearer_token;
   // Per call, from the moment it starts. WatchEvents ignores it (it runs until cancelled).
   absl::Duration deadline = absl::InfiniteDuration();
+  // TLS: set tls_ca_file (the CA that signed the server's certificate) to connect over TLS;
+  // add a client certificate and key for mutual TLS. All PEM.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
+
+// The credentials `options` ask for: insecure, TLS, or mutual TLS. Errors name the file.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ClientOptions& options);
 
 using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
@@ -51,7 +61,8 @@ class PrefixdClient {
   using ResponseCallback = std::function<void(const v1::GenerateResponse&)>;
   using EventCallback = std::function<void(const v1::CacheEvent&)>;
 
-  // Opens an insecure channel to options.target (connects lazily, on the first call).
+  // Opens a channel to options.target (connects lazily, on the first call). With TLS files,
+  // check them first with MakeChannelCredentials: an unreadable one here is a crash.
   explicit PrefixdClient(ClientOptions options);
   // Uses `channel` as given (tests, TLS, custom channel arguments).
   PrefixdClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options);

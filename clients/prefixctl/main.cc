@@ -19,6 +19,9 @@
 // Every subcommand.
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "prefixd address");
 ABSL_FLAG(std::string, token, "", "bearer token (default: $PREFIXD_TOKEN)");
+ABSL_FLAG(std::string, tls_ca_file, "", "connect over TLS, trusting this PEM CA");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate, for mutual TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM key of --tls_cert_file");
 ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(), "deadline of each call");
 // generate, pin, unpin.
@@ -111,7 +114,9 @@ Examples:
 
 const absl::flat_hash_set<std::string>& GlobalFlags() {
   static const auto* flags =
-      new absl::flat_hash_set<std::string>{"target", "token", "json", "timeout"};
+      new absl::flat_hash_set<std::string>{"target",        "token",        "json",
+                                           "timeout",       "tls_ca_file",  "tls_cert_file",
+                                           "tls_key_file"};
   return *flags;
 }
 
@@ -217,6 +222,12 @@ int Main(int argc, char** argv) {
   }
   options.deadline = absl::GetFlag(FLAGS_timeout);
   if (options.deadline <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  if (absl::Status s = MakeChannelCredentials(options).status(); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
   PrefixdClient client(options);
   const CommandContext ctx{.client = client,
                            .json = absl::GetFlag(FLAGS_json),

@@ -28,19 +28,12 @@
 namespace prefixd {
 namespace {
 
+using ::prefixd::testing::kAddressSanitizer;
+using ::prefixd::testing::RssKb;
 using ::prefixd::testing::ServerProcess;
 
 constexpr int kWorkers = 16;  // concurrent streams
 const char* const kTokens[] = {"tenant-a-token-0123456789", "tenant-b-token-0123456789"};
-
-int64_t RssKb(pid_t pid) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
-  }
-  return -1;
-}
 
 struct Tally {
   absl::Mutex mu;
@@ -242,8 +235,12 @@ TEST(SoakTest, MixedLoadForMinutesKeepsEveryPromise) {
   }
   std::printf("soak: RSS %lld KiB after warm-up, %lld KiB at the end\n",
               static_cast<long long>(warm), static_cast<long long>(last));
-  EXPECT_LE(last, std::max(warm + warm / 10, warm + 16 * 1024))
-      << "the server's memory kept growing";
+  if (kAddressSanitizer) {
+    std::printf("soak: RSS bound not checked (ASan's quarantine holds freed memory)\n");
+  } else {
+    EXPECT_LE(last, std::max(warm + warm / 10, warm + 16 * 1024))
+        << "the server's memory kept growing";
+  }
 
   EXPECT_EQ((*server)->Stop(SIGTERM), 0) << (*server)->log();
   unlink(path);
