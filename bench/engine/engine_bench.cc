@@ -1,19 +1,39 @@
-// Time to first token with and without a cached system prompt, and decode throughput, on
-// the test model through the real Engine (CPU backend).
+// Time to first token with and without a cached system prompt, prefill time, and decode
+// throughput, through the real Engine on any backend and model.
 //
 //   build/bench/engine/engine_bench --benchmark_format=json --benchmark_out=engine.json
+//   build/bench/engine/engine_bench --backend=cuda --model=random:llama-3-8b
+//       --decode_batches=1,16,64,256 --context=512  (one line)
 //
 // BM_TimeToFirstToken/miss and /hit run in one process, so their ratio is what to read on a
-// noisy machine (docs/benchmarks.md).
+// noisy machine (docs/benchmarks.md). Defaults: the test model on the auto backend.
+#include <cstdio>
 #include <memory>
 #include <random>
+#include <string>
+#include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
 #include "engine/engine.h"
 #include "engine/model_loader.h"
+#include "kernels/select_backend.h"
+
+ABSL_FLAG(std::string, model, PREFIXD_TEST_MODEL_DIR,
+          "model folder or random:<preset> (default: the test model)");
+ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
+ABSL_FLAG(int, threads, 0, "CPU backend threads (0: every core)");
+ABSL_FLAG(std::string, decode_batches, "1,16", "batch sizes of BM_Decode, comma-separated");
+ABSL_FLAG(int, context, 32, "prompt tokens of each BM_Decode request");
+ABSL_FLAG(int, new_tokens, 128, "tokens each BM_Decode request generates");
+ABSL_FLAG(int, prefill_tokens, 2048, "prompt tokens of BM_Prefill");
+ABSL_FLAG(int64_t, kv_cache_tokens, 0, "KV cache capacity in tokens (0: sized automatically)");
 
 namespace prefixd {
 namespace {
@@ -27,20 +47,31 @@ std::vector<TokenId> RandomTokens(std::mt19937& rng, int n) {
   return t;
 }
 
-std::unique_ptr<Engine> MakeEngine(int max_running) {
-  std::unique_ptr<Backend> backend = MakeCpuBackend();
-  absl::StatusOr<LoadedModel> model = LoadModel(PREFIXD_TEST_MODEL_DIR, "", *backend);
+std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096) {
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      MakeBackend(absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
+  if (!backend.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", backend.status().ToString().c_str());
+    std::exit(2);
+  }
+  absl::StatusOr<LoadedModel> model = LoadModel(absl::GetFlag(FLAGS_model), "", **backend);
   if (!model.ok()) {
-    std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
-    std::abort();
+    std::fprintf(stderr, "engine_bench: %s\n", model.status().ToString().c_str());
+    std::exit(2);
   }
   EngineOptions o;
-  o.kv_cache_tokens = 64 * 1024;
-  o.max_batch_tokens = 4096;  // a whole 2112-token prompt in one step
+  o.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  if (o.kv_cache_tokens == 0 && !(*backend)->FreeMemoryBytes().has_value()) {
+    o.kv_cache_tokens = 64 * 1024;  // the CPU: enough for every benchmark here
+  }
+  o.max_batch_tokens = max_batch_tokens;  // a whole 2112-token prompt in one step by default
   o.max_running_requests = max_running;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(std::move(backend), *std::move(model), o);
-  if (!engine.ok()) std::abort();
+      Engine::Create(*std::move(backend), *std::move(model), o);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", engine.status().ToString().c_str());
+    std::exit(2);
+  }
   return *std::move(engine);
 }
 
@@ -91,51 +122,113 @@ void BM_TimeToFirstToken(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(cached) / state.iterations());
   state.SetLabel(hit ? "hit" : "miss");
 }
-BENCHMARK(BM_TimeToFirstToken)
-    ->ArgName("hit")
-    ->Arg(0)
-    ->Arg(1)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(2.0);
 
-// Decode throughput: `batch` requests of a 32-token prompt, 128 new tokens each, measured
-// from the first token to the last.
+// Time to first token of a `prefill_tokens` prompt that nothing in the cache matches: one
+// whole-prompt prefill step plus the first sample.
+void BM_Prefill(benchmark::State& state) {
+  const int n = absl::GetFlag(FLAGS_prefill_tokens);
+  std::unique_ptr<Engine> engine = MakeEngine(1, std::max(n, 256));
+  std::mt19937 rng(11);
+  TimeToFirstToken(*engine, Request(RandomTokens(rng, n), 1));  // warm-up
+  for (auto _ : state) {
+    state.SetIterationTime(
+        absl::ToDoubleSeconds(TimeToFirstToken(*engine, Request(RandomTokens(rng, n), 1))));
+  }
+  state.counters["prompt_tokens"] = n;
+  state.counters["tokens_per_second"] =
+      benchmark::Counter(static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// Decode throughput: `batch` requests of a `context`-token prompt, `new_tokens` new tokens
+// each, measured from the last request's first token to the first request's last, when all
+// `batch` are decoding together.
 void BM_Decode(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
-  constexpr int kNewTokens = 128;
+  const int context = absl::GetFlag(FLAGS_context);
+  const int new_tokens = absl::GetFlag(FLAGS_new_tokens);
   std::unique_ptr<Engine> engine = MakeEngine(batch);
   std::mt19937 rng(7);
   int64_t tokens = 0;
-  for (auto _ : state) {
+  double seconds = 0;
+  auto run_once = [&] {
     absl::Mutex mu;
     int remaining = batch;
-    absl::Time first = absl::InfiniteFuture(), last = absl::InfinitePast();
+    std::vector<int> generated(batch, 0);
+    // When every request has its first token, and when the first one finishes: the span in
+    // which the whole batch decodes together.
+    absl::Time all_started = absl::InfinitePast(), first_done = absl::InfiniteFuture();
+    int started = 0;
+    int64_t steady_tokens = 0;
     for (int i = 0; i < batch; ++i) {
-      auto submitted = engine->Submit(Request(RandomTokens(rng, 32), kNewTokens),
-                                      [&](GenerationUpdate&& u) {
-                                        absl::MutexLock lock(&mu);
-                                        const absl::Time now = absl::Now();
-                                        if (!u.tokens.empty()) first = std::min(first, now);
-                                        if (u.finished) {
-                                          last = std::max(last, now);
-                                          --remaining;
-                                        }
-                                      });
+      auto submitted = engine->Submit(
+          Request(RandomTokens(rng, context), new_tokens), [&, i](GenerationUpdate&& u) {
+            absl::MutexLock lock(&mu);
+            const absl::Time now = absl::Now();
+            if (!u.tokens.empty() && generated[i] == 0 && ++started == batch) all_started = now;
+            if (started == batch && first_done == absl::InfiniteFuture() && generated[i] > 0) {
+              steady_tokens += static_cast<int64_t>(u.tokens.size());
+            }
+            generated[i] += static_cast<int>(u.tokens.size());
+            if (u.finished) {
+              first_done = std::min(first_done, now);
+              --remaining;
+            }
+          });
       if (!submitted.ok()) std::abort();
     }
     absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](int* r) { return *r == 0; }, &remaining));
-    state.SetIterationTime(absl::ToDoubleSeconds(last - first));
-    tokens += int64_t{batch} * (kNewTokens - 1);
+    mu.Await(absl::Condition(
+        +[](int* r) { return *r == 0; }, &remaining));
+    return std::pair<int64_t, double>(steady_tokens,
+                                      absl::ToDoubleSeconds(first_done - all_started));
+  };
+  run_once();  // warm-up
+  for (auto _ : state) {
+    const auto [n, s] = run_once();
+    state.SetIterationTime(s);
+    tokens += n;
+    seconds += s;
   }
-  state.counters["tokens_per_second"] =
-      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+  state.counters["context"] = context;
+  state.counters["tokens_per_second"] = seconds > 0 ? tokens / seconds : 0;
+  state.counters["step_ms"] = tokens > 0 ? 1e3 * seconds * batch / tokens : 0;
 }
-BENCHMARK(BM_Decode)->ArgName("batch")->Arg(1)->Arg(16)->UseManualTime()->Unit(
-    benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace prefixd
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  using prefixd::BM_Decode;
+  using prefixd::BM_Prefill;
+  using prefixd::BM_TimeToFirstToken;
+  benchmark::RegisterBenchmark("BM_TimeToFirstToken", BM_TimeToFirstToken)
+      ->ArgName("hit")
+      ->Arg(0)
+      ->Arg(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(2.0);
+  benchmark::RegisterBenchmark("BM_Prefill", BM_Prefill)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(1.0);
+  auto* decode = benchmark::RegisterBenchmark("BM_Decode", BM_Decode)
+                     ->ArgName("batch")
+                     ->UseManualTime()
+                     ->Unit(benchmark::kMillisecond)
+                     ->Iterations(2);
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_decode_batches), ',')) {
+    int batch = 0;
+    if (!absl::SimpleAtoi(b, &batch) || batch < 1) {
+      std::fprintf(stderr, "engine_bench: bad --decode_batches entry '%s'\n",
+                   std::string(b).c_str());
+      return 2;
+    }
+    decode->Arg(batch);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

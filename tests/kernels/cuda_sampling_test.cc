@@ -74,8 +74,9 @@ double DistanceToBoundary(const float* logits, int64_t vocab, const SamplingRow&
 class CudaSamplingTest : public CudaTest {
  protected:
   // Samples `rows` (row b of logits under rows[b]) on both backends and compares.
+  // At least `min_compared` of the draws must land clear of a boundary and be compared.
   void ExpectMatchesCpu(const std::vector<float>& logits, int64_t vocab,
-                        const std::vector<SamplingRow>& rows) {
+                        const std::vector<SamplingRow>& rows, double min_compared = 0.9) {
     const std::vector<SampledToken> got = SampleOn(*cuda_, logits, vocab, rows);
     const std::vector<SampledToken> want = SampleOn(*cpu_, logits, vocab, rows);
     int compared = 0;
@@ -98,8 +99,8 @@ class CudaSamplingTest : public CudaTest {
         EXPECT_NEAR(got[b].top[i].logprob, want[b].top[i].logprob, kLogprobTolerance);
       }
     }
-    // Boundaries are rare: nearly every draw is compared.
-    EXPECT_GE(compared, static_cast<int>(rows.size()) * 9 / 10);
+    EXPECT_GE(compared, static_cast<int>(rows.size() * min_compared))
+        << "too few draws clear of a boundary to compare";
   }
 };
 
@@ -171,7 +172,7 @@ TEST_F(CudaSamplingTest, SeededDrawsMatchTheCpuAtFullVocabulary) {
   const std::vector<float> row_logits = RandomFloats(kVocab, 4, -10.0f, 10.0f);
   std::vector<float> logits;
   std::vector<SamplingRow> rows;
-  for (int b = 0; b < 12; ++b) {
+  for (int b = 0; b < 48; ++b) {
     SamplingRow row;
     row.temperature = b % 3 == 0 ? 1.0f : 0.6f;
     row.top_k = b % 4 == 1 ? 40 : 0;
@@ -181,7 +182,10 @@ TEST_F(CudaSamplingTest, SeededDrawsMatchTheCpuAtFullVocabulary) {
     rows.push_back(row);
     logits.insert(logits.end(), row_logits.begin(), row_logits.end());
   }
-  ExpectMatchesCpu(logits, kVocab, rows);
+  // Over 128k flat-ish logits the tokens where draws land hold ~1e-4 of the mass each, so
+  // about half of the draws fall within the 1e-5 margin of a boundary (seen on an H100: 6 of
+  // 12). Every draw clear of one must match; ask that a third at least are compared.
+  ExpectMatchesCpu(logits, kVocab, rows, 1.0 / 3);
 }
 
 // Equal logits: every probability is 1/64 exactly, so both backends see exactly the same
