@@ -105,6 +105,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   scheduler_options.max_batch_tokens = options_.max_batch_tokens;
   scheduler_options.max_running_requests = options_.max_running_requests;
   scheduler_options.inject_fault = options_.inject_fault;
+  scheduler_options.cascade_attention = options_.cascade_attention;
   scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options);
   PublishStats(nullptr);
   thread_ = std::thread([this] { Loop(); });

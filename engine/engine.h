@@ -42,6 +42,9 @@ struct EngineOptions {
   int max_running_requests = 64;   // requests batched together
   int max_queued_requests = 1024;  // beyond this, Submit says RESOURCE_EXHAUSTED
   bool prefix_cache = true;
+  // Decode sequences that share cached prefix blocks are batched next to each other and
+  // their attention reads those blocks once per group (kernels.h: shared-prefix groups).
+  bool cascade_attention = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
   bool check_invariants = false;      // check the cache after every step (tests)
   StepFaultInjector inject_fault;     // tests only: fail chosen steps

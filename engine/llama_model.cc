@@ -1,6 +1,8 @@
 #include "engine/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "base/check.h"
 
@@ -15,6 +17,7 @@ void StepBatch::Clear() {
   block_tables.clear();
   max_blocks_per_seq = 0;
   logit_rows.clear();
+  groups.clear();
 }
 
 void StepBatch::AddSequence(absl::Span<const int32_t> new_tokens, int first_position,
@@ -51,6 +54,38 @@ void StepBatch::AddSequence(absl::Span<const int32_t> new_tokens, int first_posi
   std::copy_n(block_table.begin(), needed, block_tables.begin() + row);
 }
 
+void StepBatch::FindSharedPrefixGroups(int block_size, int min_shared_blocks) {
+  groups.clear();
+  const int n = num_seqs();
+  auto is_decode = [&](int s) { return query_start[s + 1] - query_start[s] == 1; };
+  // Blocks that sequences a and b share, up to the block before each one's last (the last
+  // block holds the new token and is private).
+  auto shared = [&](int a, int b) {
+    const int limit =
+        std::min((context_lens[a] - 1) / block_size, (context_lens[b] - 1) / block_size);
+    const int32_t* ta = block_tables.data() + static_cast<size_t>(a) * max_blocks_per_seq;
+    const int32_t* tb = block_tables.data() + static_cast<size_t>(b) * max_blocks_per_seq;
+    int k = 0;
+    while (k < limit && ta[k] == tb[k]) ++k;
+    return k;
+  };
+  for (int s = 0; s < n;) {
+    if (!is_decode(s)) {
+      ++s;
+      continue;
+    }
+    int end = s + 1, blocks = 0;
+    while (end < n && is_decode(end)) {
+      const int with = end == s + 1 ? shared(s, end) : std::min(blocks, shared(s, end));
+      if (with < min_shared_blocks || 2 * with < blocks) break;
+      blocks = with;
+      ++end;
+    }
+    if (end - s >= 2) groups.insert(groups.end(), {s, end, blocks});
+    s = end;
+  }
+}
+
 LlamaModel::LlamaModel(const ModelConfig& config, LlamaWeights weights, Backend& backend,
                        KvCache& kv, ModelLimits limits)
     : config_(config),
@@ -76,6 +111,7 @@ LlamaModel::LlamaModel(const ModelConfig& config, LlamaWeights weights, Backend&
   block_tables_ =
       backend.Allocate(DType::kI32, {int64_t{limits.max_seqs} * limits.max_blocks_per_seq});
   logit_rows_ = backend.Allocate(DType::kI32, {limits.max_seqs});
+  groups_ = backend.Allocate(DType::kI32, {int64_t{limits.max_seqs} * 3});
 
   residual_ = backend.Allocate(act, {t, d});
   hidden_ = backend.Allocate(act, {t, d});
@@ -116,6 +152,10 @@ Tensor LlamaModel::Forward(const StepBatch& batch) {
   meta.context_lens = upload(batch.context_lens, context_lens_);
   meta.block_tables =
       upload(batch.block_tables, block_tables_).Reshaped({num_seqs, batch.max_blocks_per_seq});
+  if (batch.num_groups() > 0) {
+    meta.num_groups = batch.num_groups();
+    meta.groups = upload(batch.groups, groups_).Reshaped({meta.num_groups, 3});
+  }
   for (int s = 0; s < num_seqs; ++s) {
     meta.max_query_len =
         std::max(meta.max_query_len, batch.query_start[s + 1] - batch.query_start[s]);

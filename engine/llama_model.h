@@ -28,13 +28,23 @@ struct StepBatch {
   std::vector<int32_t> block_tables;  // [S * max_blocks_per_seq], unused entries 0
   int max_blocks_per_seq = 0;
   std::vector<int32_t> logit_rows;  // rows whose next-token logits are wanted
+  // Shared-prefix groups of decode sequences: (first, end, shared blocks) per group, as
+  // AttentionMetadata's (kernels.h).
+  std::vector<int32_t> groups;  // [G * 3]
 
   int num_tokens() const { return static_cast<int>(tokens.size()); }
   int num_seqs() const { return static_cast<int>(context_lens.size()); }
+  int num_groups() const { return static_cast<int>(groups.size() / 3); }
   void Clear();
   // Appends sequence tokens[first, first + n) whose blocks are `block_table`.
   void AddSequence(absl::Span<const int32_t> new_tokens, int first_position,
                    absl::Span<const int32_t> block_table, int block_size, bool want_logits);
+  // Finds the groups: runs of consecutive decode sequences (one new token each) whose block
+  // tables begin with the same blocks (as the prefix cache hands them out), at least
+  // `min_shared_blocks` of them, two sequences or more. A run takes the next sequence only
+  // while that costs the group at most half of its shared blocks. Call after the last
+  // AddSequence; sequences that share a prefix must have been added next to each other.
+  void FindSharedPrefixGroups(int block_size, int min_shared_blocks);
 };
 
 struct ModelLimits {
@@ -70,7 +80,8 @@ class LlamaModel {
 
   DeviceTensor inv_freq_;  // [d/2] f32
   // Scratch, sized for limits_ once; each step uses the leading rows.
-  DeviceTensor ids_, positions_, slots_, query_start_, context_lens_, block_tables_, logit_rows_;
+  DeviceTensor ids_, positions_, slots_, query_start_, context_lens_, block_tables_, logit_rows_,
+      groups_;
   DeviceTensor residual_, hidden_, qkv_, attn_, proj_, gate_up_, act_, last_hidden_, logits_;
 };
 

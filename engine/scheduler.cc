@@ -330,11 +330,22 @@ StepReport Scheduler::Step(absl::Time now) {
 
   if (scheduled.empty()) return report;
 
-  // 3. One forward pass over every scheduled token.
+  // 3. One forward pass over every scheduled token. Sequences with one new token go last,
+  // ordered by block table, so those that share cached prefix blocks sit next to each other
+  // and form shared-prefix groups.
+  std::vector<Sequence*> order = scheduled;
+  if (options_.cascade_attention) {
+    auto one_token = [](const Sequence* seq) { return seq->step_tokens == 1; };
+    auto singles = std::stable_partition(order.begin(), order.end(),
+                                         [&](const Sequence* seq) { return !one_token(seq); });
+    std::stable_sort(singles, order.end(), [](const Sequence* a, const Sequence* b) {
+      return a->block_table < b->block_table;
+    });
+  }
   batch_.Clear();
   std::vector<SamplingRow> rows;
   std::vector<Sequence*> sampled;
-  for (Sequence* seq : scheduled) {
+  for (Sequence* seq : order) {
     const int first = seq->num_computed, n = seq->step_tokens;
     const bool sample = !seq->prefill_only && first + n == static_cast<int>(seq->tokens.size());
     batch_.AddSequence(absl::MakeConstSpan(seq->tokens).subspan(first, n), first, seq->block_table,
@@ -350,6 +361,14 @@ StepReport Scheduler::Step(absl::Time now) {
     report.prefill_tokens += prefill;
     report.decode_tokens += n - prefill;
     counters_.prompt_tokens_computed += prefill;
+  }
+  if (options_.cascade_attention) {
+    batch_.FindSharedPrefixGroups(bs, /*min_shared_blocks=*/1);
+    report.shared_prefix_groups = batch_.num_groups();
+    counters_.shared_prefix_groups += batch_.num_groups();
+    for (int g = 0; g < batch_.num_groups(); ++g) {
+      counters_.shared_prefix_group_seqs += batch_.groups[3 * g + 1] - batch_.groups[3 * g];
+    }
   }
   report.num_seqs = static_cast<int>(scheduled.size());
   report.num_tokens = batch_.num_tokens();

@@ -39,6 +39,7 @@ using StepFaultInjector = std::function<absl::Status(absl::Span<const RequestId>
 struct SchedulerOptions {
   int max_batch_tokens = 2048;     // tokens per step (prefill chunks + decodes)
   int max_running_requests = 64;   // sequences per step
+  bool cascade_attention = true;   // group decodes that share prefix blocks (EngineOptions)
   StepFaultInjector inject_fault;  // tests only
 };
 
@@ -56,6 +57,9 @@ struct SchedulerCounters {
   int64_t failed = 0;              // ended with an error status
   int64_t failed_steps = 0;        // steps that failed (their requests ended INTERNAL)
   int64_t deduplicated_waits = 0;  // admissions deferred to share a prefix being computed
+  // Shared-prefix groups formed in decode steps, and the sequences in them.
+  int64_t shared_prefix_groups = 0;
+  int64_t shared_prefix_group_seqs = 0;
 };
 
 // What one step did, for metrics.
@@ -64,6 +68,7 @@ struct StepReport {
   int num_tokens = 0;
   int prefill_tokens = 0;
   int decode_tokens = 0;
+  int shared_prefix_groups = 0;  // of decode sequences (cascade attention)
   absl::Duration duration;
 };
 

@@ -116,6 +116,15 @@ struct AttentionMetadata {
   Tensor context_lens;
   // [num_seqs, max_blocks_per_seq]: the blocks holding sequence s's positions, in order.
   Tensor block_tables;
+  // Shared-prefix groups (cascade attention); optional, num_groups 0 when there are none.
+  // Row g of `groups` is (first, end, shared_blocks): sequences [first, end), one or more
+  // consecutive decode sequences (one new token each) whose block tables begin with the same
+  // shared_blocks (>= 1) blocks, all before each one's last block. Groups are disjoint and
+  // in order. A backend may read those blocks' K/V once for the whole group instead of once
+  // per sequence; the output must equal the plain computation within the backend's rounding
+  // (the CPU's is bit-identical). Sequences in no group are computed plainly.
+  int num_groups = 0;
+  Tensor groups;  // [num_groups, 3] i32 in the backend's memory
 };
 
 // How to draw one token from one row of logits. Sampling is a pure function of

@@ -44,6 +44,9 @@ ABSL_FLAG(int, max_queued_requests, 1024,
 ABSL_FLAG(bool, prefix_cache, true,
           "share KV blocks of common prefixes between requests (false: every request computes "
           "its whole prompt; for comparisons)");
+ABSL_FLAG(bool, cascade_attention, true,
+          "decode requests that share cached prefix blocks in groups whose attention reads "
+          "those blocks once per group (false: once per request; for comparisons)");
 ABSL_FLAG(std::string, tokens_file, "",
           "JSON file of tenants and their bearer tokens; without it every call is in one "
           "namespace and no token is asked for (see README, Tenants)");
@@ -163,6 +166,7 @@ int Run() {
   options.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  options.cascade_attention = absl::GetFlag(FLAGS_cascade_attention);
   options.check_invariants = absl::GetFlag(FLAGS_check_invariants);
   options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   const ModelConfig config = model->config;

@@ -227,6 +227,10 @@ void ServingMetrics::CollectEngineStats(TextExposition& out) const {
               "Admissions deferred so that a prefix another request is computing is computed "
               "once.",
               s.counters.deduplicated_waits);
+  out.Counter("prefixd_shared_prefix_decode_sequences_total",
+              "Decode sequences batched in a shared-prefix group, whose attention read the "
+              "group's cached prefix blocks once for the whole group.",
+              s.counters.shared_prefix_group_seqs);
   out.Counter("prefixd_generated_tokens_total", "Tokens generated (sampled), all requests.",
               s.counters.generated_tokens);
   out.Counter("prefixd_preemptions_total",

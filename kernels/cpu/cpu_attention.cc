@@ -11,6 +11,12 @@
 //   acc' = acc e^(m - m') + Σ_j e^(s_j - m') v_j,  out = acc / l.
 // Each query vector's arithmetic is the same whatever the tiling or thread count, so the
 // output is deterministic.
+//
+// Shared-prefix groups (cascade attention): a tile may instead hold the decode rows of up to
+// kSeqsPerGroupTile sequences of one group, one row each. It walks the blocks in the same
+// order; the group's shared blocks are the same for every row, so each is read once for all
+// of them, and past those each row reads its own. Every vector still sees the same keys in
+// the same order, so the output is bit-identical to the plain tiling.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -28,11 +34,13 @@ namespace {
 // Query rows per tile: enough to reuse each key block across rows in prefill, few enough
 // that the tiles of one sequence still spread over the threads.
 constexpr int kRowsPerTile = 16;
+// Sequences of a shared-prefix group per tile: the shared blocks are read once per tile.
+constexpr int kSeqsPerGroupTile = 16;
 
 struct AttentionTile {
-  int seq;
+  int seq, seq_end;  // one sequence (seq_end = seq + 1), or a group's, one row each
   int kv_head;
-  int row_begin, row_end;    // rows of qkv / out, all of sequence `seq`
+  int row_begin, row_end;    // rows of qkv / out: of sequence `seq`, or one per sequence
   int head_begin, head_end;  // query heads, all in kv_head's group
   int64_t cost;              // ~ query vectors × keys, to schedule big tiles first
 };
@@ -64,14 +72,20 @@ void AttendTile(const AttentionTile& tile, const SequenceLayout& layout,
   const int64_t out_width = static_cast<int64_t>(shape.num_q_heads) * d;
   const int heads = tile.head_end - tile.head_begin;
   const int vectors = (tile.row_end - tile.row_begin) * heads;
-  const int query_start = layout.query_start[tile.seq];
-  const int query_len = layout.query_start[tile.seq + 1] - query_start;
-  const int context_len = layout.context_lens[tile.seq];
-  const int32_t* blocks =
-      layout.block_tables + static_cast<int64_t>(tile.seq) * layout.max_blocks_per_seq;
-  // Row r is the new token at position context_len - query_len + (r - query_start); it
-  // attends to positions 0..its own.
-  auto position = [&](int row) { return context_len - query_len + (row - query_start); };
+  const bool grouped = tile.seq_end - tile.seq > 1;
+  auto seq_of = [&](int row) { return grouped ? tile.seq + (row - tile.row_begin) : tile.seq; };
+  // Row r of sequence s is the new token at position context_len - query_len + (r -
+  // query_start); it attends to positions 0..its own.
+  auto position = [&](int row) {
+    const int s = seq_of(row);
+    const int query_start = layout.query_start[s];
+    const int query_len = layout.query_start[s + 1] - query_start;
+    return layout.context_lens[s] - query_len + (row - query_start);
+  };
+  auto block_id = [&](int row, int block) {
+    return layout
+        .block_tables[static_cast<int64_t>(seq_of(row)) * layout.max_blocks_per_seq + block];
+  };
 
   scratch.acc.assign(static_cast<size_t>(vectors) * d, 0.0f);
   scratch.max.assign(vectors, -std::numeric_limits<float>::infinity());
@@ -79,16 +93,20 @@ void AttendTile(const AttentionTile& tile, const SequenceLayout& layout,
   scratch.scores.resize(bs);
   float* scores = scratch.scores.data();
 
-  const int last_position = position(tile.row_end - 1);
+  int last_position = 0;
+  for (int row = tile.row_begin; row < tile.row_end; ++row) {
+    last_position = std::max(last_position, position(row));
+  }
   for (int block = 0; block * bs <= last_position; ++block) {
-    const int64_t base = (static_cast<int64_t>(blocks[block]) * hkv + tile.kv_head) * bs * d;
-    const float* keys = k_cache + base;  // [bs, d]
-    const float* values = v_cache + base;
     const int first_key = block * bs;
     for (int row = tile.row_begin; row < tile.row_end; ++row) {
       // Causal: this row sees keys first_key..position(row) of the block.
       const int num_keys = std::min(bs, position(row) + 1 - first_key);
       if (num_keys <= 0) continue;
+      const int64_t base =
+          (static_cast<int64_t>(block_id(row, block)) * hkv + tile.kv_head) * bs * d;
+      const float* keys = k_cache + base;  // [bs, d]
+      const float* values = v_cache + base;
       for (int h = 0; h < heads; ++h) {
         const int vector = (row - tile.row_begin) * heads + h;
         const float* q = qkv + row * qkv_width + static_cast<int64_t>(tile.head_begin + h) * d;
@@ -171,16 +189,62 @@ void CpuBackend::PagedAttention(const Tensor& qkv, const AttentionMetadata& meta
       PREFIXD_CHECK(0 <= block && block < num_blocks, "PagedAttention: block_tables[", s, "][", b,
                     "] = ", block, " is outside the cache ", kv.k.ShapeString());
     }
+  }
+  // Shared-prefix groups, checked: the scheduler builds them, so a bad one is its bug.
+  std::vector<int> group_end(num_seqs, -1);  // at a group's first sequence: one past its last
+  if (meta.num_groups > 0) {
+    CheckShape("PagedAttention", "groups", meta.groups, DType::kI32, {meta.num_groups, 3});
+    const int32_t* groups = meta.groups.as<int32_t>();
+    int previous_end = 0;
+    for (int g = 0; g < meta.num_groups; ++g) {
+      const int first = groups[3 * g], end = groups[3 * g + 1], shared = groups[3 * g + 2];
+      PREFIXD_CHECK(previous_end <= first && first < end && end <= num_seqs && shared >= 1,
+                    "PagedAttention: group ", g, " is sequences [", first, ", ", end, ") sharing ",
+                    shared, " blocks");
+      for (int s = first; s < end; ++s) {
+        PREFIXD_CHECK(layout.query_start[s + 1] - layout.query_start[s] == 1 &&
+                          shared * meta.block_size < layout.context_lens[s],
+                      "PagedAttention: sequence ", s, " of group ", g,
+                      " is not one decode token past the group's ", shared, " shared blocks");
+        for (int b = 0; b < shared; ++b) {
+          PREFIXD_CHECK(layout.block_tables[s * meta.max_blocks_per_seq + b] ==
+                            layout.block_tables[first * meta.max_blocks_per_seq + b],
+                        "PagedAttention: sequence ", s, " of group ", g, " does not share block ",
+                        b);
+        }
+      }
+      group_end[first] = end;
+      previous_end = end;
+    }
+  }
+  for (int s = 0; s < num_seqs;) {
+    if (group_end[s] > 0) {
+      // A group: tiles of up to kSeqsPerGroupTile sequences, one row each.
+      for (int a = s; a < group_end[s]; a += kSeqsPerGroupTile) {
+        const int b = std::min(a + kSeqsPerGroupTile, group_end[s]);
+        int64_t keys = 0;
+        for (int t = a; t < b; ++t) keys += layout.context_lens[t];
+        for (int kvh = 0; kvh < hkv; ++kvh) {
+          tiles.push_back({a, b, kvh, layout.query_start[a], layout.query_start[b], kvh * group,
+                           (kvh + 1) * group, group * keys});
+        }
+      }
+      s = group_end[s];
+      continue;
+    }
+    const int query_len = layout.query_start[s + 1] - layout.query_start[s];
+    const int context_len = layout.context_lens[s];
     for (int r = 0; r < query_len; r += kRowsPerTile) {
       const int row_begin = layout.query_start[s] + r;
       const int row_end = row_begin + std::min(kRowsPerTile, query_len - r);
       // Keys seen by the tile's last row, which sees the most.
       const int64_t keys = context_len - query_len + std::min(r + kRowsPerTile, query_len);
       for (int kvh = 0; kvh < hkv; ++kvh) {
-        tiles.push_back({s, kvh, row_begin, row_end, kvh * group, (kvh + 1) * group,
+        tiles.push_back({s, s + 1, kvh, row_begin, row_end, kvh * group, (kvh + 1) * group,
                          (row_end - row_begin) * group * keys});
       }
     }
+    ++s;
   }
 
   // With few tiles (decode of a small batch), split each group's query heads across tiles

@@ -1,5 +1,9 @@
 // kernels/cuda/cuda_attention.cc — CudaBackend::PagedAttention: shape checks and the choice
 // of kernels (decode_attention.cu, prefill_attention.cu).
+//
+// Shared-prefix groups (meta.groups) are not used yet: every sequence reads its whole
+// context, which is the plain computation kernels.h allows. A cascade kernel that reads a
+// group's shared blocks once is the next step (it needs a GPU to be tested and timed).
 #include <cstdint>
 
 #include "base/check.h"

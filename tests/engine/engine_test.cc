@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/engine_test_util.h"
@@ -399,6 +400,47 @@ TEST(EngineTest, ShutdownRefusesNewRequestsAndEndsTheRestAsCancelled) {
   EXPECT_EQ(o.finish_reason, FinishReason::kCancelled);
   EXPECT_EQ(engine->Submit(Greedy({1, 2}, 2), [](GenerationUpdate&&) {}).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// Many requests over one system prompt decode together: with shared-prefix groups their
+// attention reads the prompt's blocks once per group, and the output is the same as
+// without: the same tokens, logprobs within fp32 rounding (attention itself is
+// bit-identical; the grouped order of rows in the batch changes the gemms' rounding).
+TEST(EngineTest, SharedPrefixGroupsNeverChangeTheOutput) {
+  const std::vector<TokenId> system = Tokens(31, 75);  // 4 full blocks + 11 tokens
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 12; ++i) {
+    GenerationRequest r = Greedy(Concat(system, Tokens(200 + i, 1 + 3 * i)), 10);
+    r.sampling.top_logprobs = 5;
+    if (i % 3 == 0) {  // some sampled, seeded
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 1000 + i;
+    }
+    reqs.push_back(std::move(r));
+  }
+  reqs.push_back(Greedy(Tokens(77, 40), 10));  // a request that shares nothing
+  std::vector<std::vector<Outcome>> outs;
+  std::vector<int64_t> grouped;
+  for (const bool cascade : {false, true}) {
+    EngineOptions o = TestOptions();
+    o.cascade_attention = cascade;
+    std::unique_ptr<Engine> engine = MakeTestEngine(o);
+    RunOne(*engine, Greedy(system, 1));  // the system prompt is cached
+    outs.push_back(RunAll(*engine, reqs));
+    grouped.push_back(engine->Stats().counters.shared_prefix_group_seqs);
+    ASSERT_TRUE(engine->CheckInvariants().ok());
+  }
+  EXPECT_EQ(grouped[0], 0);
+  EXPECT_GT(grouped[1], 60) << "the shared-prefix requests should decode in groups";
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("request ", i));
+    EXPECT_EQ(outs[1][i].tokens, outs[0][i].tokens);
+    ASSERT_EQ(outs[1][i].logprobs.size(), outs[0][i].logprobs.size());
+    for (size_t t = 0; t < outs[0][i].logprobs.size(); ++t) {
+      EXPECT_NEAR(outs[1][i].logprobs[t].logprob, outs[0][i].logprobs[t].logprob, 1e-5);
+    }
+    EXPECT_GT(outs[1][i].usage.cached_tokens, i < 12 ? 63 : -1);
+  }
 }
 
 }  // namespace

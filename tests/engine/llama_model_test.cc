@@ -206,5 +206,45 @@ TEST(LlamaModelTest, PagedChunkedBatchedForwardEqualsDenseForward) {
   }
 }
 
+// Sequences added as the scheduler orders them: block tables as the prefix cache hands
+// them out (shared blocks are the same ids).
+TEST(StepBatchTest, FindsGroupsOfDecodesThatShareLeadingBlocks) {
+  constexpr int kBs = 4;
+  StepBatch batch;
+  auto add = [&](int query_len, int context_len, std::vector<int32_t> table) {
+    std::vector<int32_t> tokens(query_len, 7);
+    batch.AddSequence(tokens, context_len - query_len, table, kBs, true);
+  };
+  add(5, 9, {40, 41, 42});    // 0: a prefill chunk: never grouped
+  add(1, 14, {1, 2, 3, 10});  // 1: shares blocks 1 2 3 with 2 and 3
+  add(1, 13, {1, 2, 3, 11});  // 2
+  add(1, 16, {1, 2, 3, 12});  // 3: 16 positions: its last block (12) is its own
+  add(1, 11, {1, 2, 13});     // 4: shares 1 2: the group keeps 2 of 3 blocks, not < half
+  add(1, 30, {5, 6, 7, 8, 9, 14, 15, 16});  // 5: shares nothing with 4
+  add(1, 9, {5, 17, 18});                   // 6: shares block 5 with 5
+  add(1, 5, {20, 21});                      // 7: alone
+  add(1, 8, {20, 22});                      // 8
+  batch.FindSharedPrefixGroups(kBs, 1);
+  // Sequence 7's table is {20, 21} with 5 positions: block 20 lies before its last block,
+  // so 7 and 8 share one block.
+  EXPECT_EQ(batch.groups, (std::vector<int32_t>{1, 5, 2, 5, 7, 1, 7, 9, 1}));
+
+  // A member that would cut the group's shared blocks by more than half starts anew.
+  StepBatch deep;
+  auto add_deep = [&](int context_len, std::vector<int32_t> table) {
+    deep.AddSequence(std::vector<int32_t>{7}, context_len - 1, table, kBs, true);
+  };
+  add_deep(21, {1, 2, 3, 4, 5, 30});
+  add_deep(22, {1, 2, 3, 4, 5, 31});
+  add_deep(13, {1, 2, 32, 33});  // shares 2 of 5: more than half lost
+  add_deep(14, {1, 2, 34, 35});
+  deep.FindSharedPrefixGroups(kBs, 1);
+  EXPECT_EQ(deep.groups, (std::vector<int32_t>{0, 2, 5, 2, 4, 2}));
+
+  // With a higher minimum, short shared prefixes make no group.
+  deep.FindSharedPrefixGroups(kBs, 3);
+  EXPECT_EQ(deep.groups, (std::vector<int32_t>{0, 2, 5}));
+}
+
 }  // namespace
 }  // namespace prefixd

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -137,7 +138,11 @@ std::vector<double> ReferenceAttention(const AttentionProblem& p, float scale) {
   return out;
 }
 
-std::vector<float> RunPagedAttention(Backend& backend, const AttentionProblem& p, float scale) {
+// Shared-prefix groups for PagedAttention: (first, end, shared_blocks) per group.
+using Groups = std::vector<int32_t>;
+
+std::vector<float> RunPagedAttention(Backend& backend, const AttentionProblem& p, float scale,
+                                     const Groups& groups = {}) {
   const int hq = p.shape.num_q_heads, hkv = p.shape.num_kv_heads, d = p.shape.head_dim;
   const int num_seqs = static_cast<int>(p.seqs.size());
   DeviceTensor qkv = Upload(backend, p.qkv, {p.num_tokens, (hq + 2 * hkv) * d});
@@ -160,6 +165,12 @@ std::vector<float> RunPagedAttention(Backend& backend, const AttentionProblem& p
   meta.query_start = query_start.view();
   meta.context_lens = context_lens.view();
   meta.block_tables = block_tables.view();
+  DeviceTensor group_rows;
+  if (!groups.empty()) {
+    meta.num_groups = static_cast<int>(groups.size() / 3);
+    group_rows = UploadI32(backend, groups, {meta.num_groups, 3});
+    meta.groups = group_rows.view();
+  }
   const KvCacheLayer kv{k.view(), v.view()};
   backend.PagedAttention(qkv.view(), meta, p.shape, kv, scale, out.view());
   return Download(backend, out.view());
@@ -233,6 +244,145 @@ TEST(PagedAttentionTest, SameBitsForAnyThreadCount) {
     EXPECT_EQ(RunPagedAttention(*MakeCpuBackend(3), problem, scale), one);
     EXPECT_EQ(RunPagedAttention(*MakeCpuBackend(8), problem, scale), one);
   }
+}
+
+// A decode batch in which groups of sequences share a prefix, as the prefix cache lays them
+// out: the prefix's full blocks are the same blocks in every member's table; its tokens past
+// the last full block (a prefix ending mid-block) are equal in content but live in each
+// member's private blocks. Group g has shared_tokens[g] shared tokens and own[g][i] more
+// tokens for member i (the last being its new decode token). Sequences of `loners` stand
+// alone after the groups, with a prefill among them.
+struct SharedPrefixBatch {
+  AttentionProblem problem;
+  Groups groups;
+};
+
+SharedPrefixBatch MakeSharedPrefixBatch(AttentionShape shape, int block_size,
+                                        const std::vector<int>& shared_tokens,
+                                        const std::vector<std::vector<int>>& own,
+                                        const std::vector<SequenceSpec>& loners, uint32_t seed) {
+  SharedPrefixBatch out;
+  AttentionProblem& p = out.problem;
+  p.shape = shape;
+  p.block_size = block_size;
+  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim;
+  const int row = hkv * d;  // one position's keys
+  std::mt19937 rng(seed);
+  int next_block = 0;
+  std::vector<std::vector<int32_t>> tables;
+  for (size_t g = 0; g < shared_tokens.size(); ++g) {
+    const std::vector<float> prefix_k =
+        RandomFloats(shared_tokens[g] * row, seed + 100 + g, -2.0f, 2.0f);
+    const std::vector<float> prefix_v = RandomFloats(shared_tokens[g] * row, seed + 200 + g);
+    const int full = shared_tokens[g] / block_size;
+    std::vector<int32_t> shared_ids;
+    for (int b = 0; b < full; ++b) shared_ids.push_back(next_block++);
+    for (size_t i = 0; i < own[g].size(); ++i) {
+      const int context_len = shared_tokens[g] + own[g][i];
+      p.seqs.push_back({1, context_len});
+      std::vector<float> k = prefix_k, v = prefix_v;
+      const std::vector<float> more_k =
+          RandomFloats(own[g][i] * row, seed + 300 + 7 * g + i, -2.0f, 2.0f);
+      const std::vector<float> more_v = RandomFloats(own[g][i] * row, seed + 400 + 7 * g + i);
+      k.insert(k.end(), more_k.begin(), more_k.end());
+      v.insert(v.end(), more_v.begin(), more_v.end());
+      p.keys.push_back(std::move(k));
+      p.values.push_back(std::move(v));
+      std::vector<int32_t> table = shared_ids;
+      while (static_cast<int>(table.size()) * block_size < context_len) {
+        table.push_back(next_block++);
+      }
+      tables.push_back(std::move(table));
+    }
+    const int end = static_cast<int>(p.seqs.size());
+    out.groups.insert(out.groups.end(), {end - static_cast<int>(own[g].size()), end, full});
+  }
+  for (const SequenceSpec& s : loners) {
+    p.seqs.push_back(s);
+    p.keys.push_back(RandomFloats(s.context_len * row, seed + 500 + p.seqs.size(), -2.0f, 2.0f));
+    p.values.push_back(RandomFloats(s.context_len * row, seed + 600 + p.seqs.size()));
+    std::vector<int32_t> table;
+    while (static_cast<int>(table.size()) * block_size < s.context_len) {
+      table.push_back(next_block++);
+    }
+    tables.push_back(std::move(table));
+  }
+  // Shuffle the physical blocks, then lay the cache out.
+  p.num_blocks = next_block + 2;
+  std::vector<int32_t> physical(p.num_blocks);
+  std::iota(physical.begin(), physical.end(), 0);
+  std::shuffle(physical.begin(), physical.end(), rng);
+  p.query_start.push_back(0);
+  for (const SequenceSpec& s : p.seqs) {
+    p.num_tokens += s.query_len;
+    p.query_start.push_back(p.num_tokens);
+    p.context_lens.push_back(s.context_len);
+    p.max_blocks_per_seq =
+        std::max(p.max_blocks_per_seq, (s.context_len + block_size - 1) / block_size);
+  }
+  const int width = (hq + 2 * hkv) * d;
+  p.qkv = RandomFloats(p.num_tokens * width, seed + 1);
+  for (int t = 0; t < p.num_tokens; ++t) {
+    std::fill_n(p.qkv.begin() + t * width + hq * d, 2 * hkv * d, kNaN);
+  }
+  p.k_cache.assign(p.num_blocks * hkv * block_size * d, kNaN);
+  p.v_cache = p.k_cache;
+  p.block_tables.assign(p.seqs.size() * p.max_blocks_per_seq, -1);
+  for (size_t s = 0; s < p.seqs.size(); ++s) {
+    for (size_t b = 0; b < tables[s].size(); ++b) {
+      p.block_tables[s * p.max_blocks_per_seq + b] = physical[tables[s][b]];
+    }
+    for (int pos = 0; pos < p.seqs[s].context_len; ++pos) {
+      const int block = p.block_tables[s * p.max_blocks_per_seq + pos / block_size];
+      for (int h = 0; h < hkv; ++h) {
+        const int at = ((block * hkv + h) * block_size + pos % block_size) * d;
+        for (int j = 0; j < d; ++j) {
+          p.k_cache[at + j] = p.keys[s][(pos * hkv + h) * d + j];
+          p.v_cache[at + j] = p.values[s][(pos * hkv + h) * d + j];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Groups of every size (one request alone, two, many: more than one tile's worth), prefixes
+// that end on and inside a block, next to sequences in no group: the cascade gives the plain
+// computation's bits, and both match dense attention.
+TEST(CascadeAttentionTest, SharedPrefixGroupsGiveThePlainBits) {
+  for (const int block_size : {1, 4, 16}) {
+    for (const AttentionShape shape : {AttentionShape{8, 2, 16}, AttentionShape{4, 4, 8}}) {
+      SCOPED_TRACE(absl::StrCat("block_size ", block_size, " Hq ", shape.num_q_heads, " Hkv ",
+                                shape.num_kv_heads));
+      std::vector<int> shared = {37, 64, 20, 48};
+      std::vector<std::vector<int>> own = {
+          {1},                      // one request alone
+          {1, 5, 17},               // context ending on a block boundary among them
+          std::vector<int>(35, 3),  // more than two tiles of sequences
+          {2, 9}};                  // shared prefix of whole blocks
+      for (int i = 0; i < 35; ++i) own[2][i] = 1 + (i * 7) % 23;
+      const SharedPrefixBatch batch =
+          MakeSharedPrefixBatch(shape, block_size, shared, own, {{1, 30}, {12, 40}}, 21);
+      const float scale = 0.3f;
+      for (const int threads : {1, 3}) {
+        std::unique_ptr<Backend> backend = MakeCpuBackend(threads);
+        const std::vector<float> plain = RunPagedAttention(*backend, batch.problem, scale);
+        const std::vector<float> cascade =
+            RunPagedAttention(*backend, batch.problem, scale, batch.groups);
+        EXPECT_EQ(cascade, plain);
+        ExpectAllClose(plain, ReferenceAttention(batch.problem, scale), 1e-5, 1e-4);
+      }
+    }
+  }
+}
+
+TEST(CascadeAttentionDeathTest, AGroupThatDoesNotShareItsBlocksIsABug) {
+  SharedPrefixBatch batch =
+      MakeSharedPrefixBatch(AttentionShape{4, 2, 8}, 4, {16}, {{1, 2}}, {}, 5);
+  batch.groups[2] = 5;  // one block more than the members share
+  std::unique_ptr<Backend> backend = MakeCpuBackend(1);
+  EXPECT_DEATH(RunPagedAttention(*backend, batch.problem, 0.3f, batch.groups),
+               "is not one decode token past|does not share block");
 }
 
 }  // namespace
