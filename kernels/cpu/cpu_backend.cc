@@ -50,14 +50,17 @@ float F16ToF32(uint16_t h) {
   return std::bit_cast<float>(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
 }
 
-// Sets OpenBLAS's (process-wide) thread count, which survives until the next change.
-void UseOpenBlasThreads(int num_threads) {
-  if (openblas_get_num_threads() != num_threads) openblas_set_num_threads(num_threads);
+// OpenBLAS runs single-threaded: gemms are split over the backend's own pool, whose idle
+// threads sleep. OpenBLAS's own threads spin (sched_yield) while they wait, and on a
+// machine whose cores are busy with other work that made decode steps up to 100 times
+// slower. (Process-wide; set on every backend's construction.)
+void UseOneOpenBlasThread() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
 }  // namespace
 
-CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) { UseOpenBlasThreads(num_threads); }
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) { UseOneOpenBlasThread(); }
 
 std::string CpuBackend::Describe() const {
   // e.g. "cpu (16 threads, OpenBLAS 0.3.21 for Zen)"
@@ -263,6 +266,10 @@ void CpuBackend::GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
 // row; sgemv per row streams w straight through, measured 5.7x faster for 1 row and 1.9x
 // for 2 (4096 x 4096), about even at 4.
 constexpr int64_t kMaxGemvRows = 3;
+// Output columns per slice of a gemm on the pool (x4 when x has more than 64 rows).
+constexpr int64_t kGemmSliceColumns = 256;
+// Multiply-adds below which a gemm is not split at all.
+constexpr int64_t kMinSplitGemmWork = int64_t{1} << 22;
 
 void CpuBackend::Gemm(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   CheckShape("Gemm", "x", x, DType::kF32, {kAnySize, kAnySize});
@@ -275,21 +282,34 @@ void CpuBackend::Gemm(const Tensor& x, const Tensor& w, const Tensor* bias, Tens
                 "Gemm: sizes over the BLAS int range, x ", x.ShapeString(), " w ", w.ShapeString());
   if (m == 0 || n == 0) return;
   float* dst = out.as<float>();
-  UseOpenBlasThreads(pool_.num_threads());
   if (k == 0) {
     std::fill_n(dst, m * n, 0.0f);
-  } else if (m <= kMaxGemvRows) {
-    for (int64_t r = 0; r < m; ++r) {
-      // out[r, :] = w[n, k] · x[r, :]
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f,
-                  w.as<float>(), static_cast<int>(k), x.as<float>() + r * k, 1, 0.0f, dst + r * n,
-                  1);
-    }
   } else {
-    // Row-major out[m, n] = x[m, k] · w[n, k]ᵀ.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, x.as<float>(), static_cast<int>(k), w.as<float>(),
-                static_cast<int>(k), 0.0f, dst, static_cast<int>(n));
+    // Column slices of out, each a single-threaded BLAS call on the pool (see
+    // UseOneOpenBlasThread). The slice width depends on the shape only, so the result does
+    // not depend on the thread count.
+    // A small gemm runs whole on the calling thread: waking the pool costs more.
+    const int64_t slice = m * n * k < kMinSplitGemmWork ? n
+                          : m <= 64                     ? kGemmSliceColumns
+                                                        : 4 * kGemmSliceColumns;
+    const float* xs = x.as<float>();
+    const float* ws = w.as<float>();
+    ParallelFor(n, slice, [&](int64_t begin, int64_t end) {
+      const int cols = static_cast<int>(end - begin);
+      const float* w_slice = ws + begin * k;
+      if (m <= kMaxGemvRows) {
+        for (int64_t r = 0; r < m; ++r) {
+          // out[r, begin:end] = w[begin:end, k] · x[r, :]
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, cols, static_cast<int>(k), 1.0f, w_slice,
+                      static_cast<int>(k), xs + r * k, 1, 0.0f, dst + r * n + begin, 1);
+        }
+      } else {
+        // Row-major out[m, begin:end] = x[m, k] · w[begin:end, k]ᵀ.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), cols,
+                    static_cast<int>(k), 1.0f, xs, static_cast<int>(k), w_slice,
+                    static_cast<int>(k), 0.0f, dst + begin, static_cast<int>(n));
+      }
+    });
   }
   if (bias == nullptr) return;
   const float* b = bias->as<float>();

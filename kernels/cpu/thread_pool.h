@@ -1,7 +1,8 @@
 // kernels/cpu/thread_pool.h — the worker threads behind the CPU backend's parallel loops.
 //
-// Idle workers sleep on a mutex condition instead of busy-waiting, so between ops they leave
-// the cores to OpenBLAS's own threads, which run the gemms.
+// Idle workers sleep on a mutex condition instead of busy-waiting, so they leave the cores
+// to whatever else runs on the machine. The gemms run on this pool too, as column slices of
+// single-threaded OpenBLAS calls (cpu_backend.cc).
 #ifndef PREFIXD_KERNELS_CPU_THREAD_POOL_H_
 #define PREFIXD_KERNELS_CPU_THREAD_POOL_H_
 
