@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -353,9 +354,11 @@ TEST_F(CpuKernelsTest, GemmMatchesReference) {
   struct Shape {
     int m, k, n;
   };
-  // Decode (m = 1), odd sizes, a size that OpenBLAS splits across threads, and k = 1.
+  // Decode (m = 1), odd sizes, k = 1, and gemms big enough to be split into column slices
+  // (gemv rows, few rows, many rows; each with a partial last slice).
   for (const auto [m, k, n] :
-       {Shape{1, 64, 48}, Shape{7, 33, 19}, Shape{130, 97, 71}, Shape{3, 1, 5}}) {
+       {Shape{1, 64, 48}, Shape{7, 33, 19}, Shape{130, 97, 71}, Shape{3, 1, 5},
+        Shape{2, 4096, 1100}, Shape{20, 1024, 700}, Shape{70, 512, 2100}}) {
     for (bool with_bias : {false, true}) {
       SCOPED_TRACE(::testing::Message()
                    << "m " << m << " k " << k << " n " << n << " bias " << with_bias);
@@ -377,6 +380,25 @@ TEST_F(CpuKernelsTest, GemmMatchesReference) {
       }
       ExpectAllClose(Download(*backend_, out.view()), want, 1e-5 * std::sqrt(k), 1e-5, "gemm");
     }
+  }
+}
+
+// Split gemms slice by shape, not by thread count: the same bits on any number of threads.
+TEST(CpuGemmTest, SameBitsForAnyThreadCount) {
+  for (const auto [m, k, n] : {std::tuple{2, 4096, 1100}, std::tuple{70, 512, 2100}}) {
+    const std::vector<float> x = RandomFloats(m * k, 21);
+    const std::vector<float> w = RandomFloats(n * k, 22);
+    std::vector<std::vector<float>> results;
+    for (const int threads : {1, 2, 5}) {
+      std::unique_ptr<Backend> backend = MakeCpuBackend(threads);
+      DeviceTensor x_t = Upload(*backend, x, {m, k});
+      DeviceTensor w_t = Upload(*backend, w, {n, k});
+      DeviceTensor out = backend->Allocate(DType::kF32, {m, n});
+      backend->Gemm(x_t.view(), w_t.view(), nullptr, out.view());
+      results.push_back(Download(*backend, out.view()));
+    }
+    EXPECT_EQ(results[1], results[0]) << "m " << m;
+    EXPECT_EQ(results[2], results[0]) << "m " << m;
   }
 }
 
