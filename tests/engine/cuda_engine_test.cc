@@ -34,6 +34,7 @@ namespace prefixd {
 namespace {
 
 using ::prefixd::testing::Greedy;
+using ::prefixd::testing::MakeEngineOn;
 using ::prefixd::testing::Outcome;
 using ::prefixd::testing::RunAll;
 using ::prefixd::testing::RunOne;
@@ -140,17 +141,6 @@ Agreement Compare(const Outcome& want, const Outcome& got, const std::string& wh
   return Compare(want.tokens, want.logprobs, got.tokens, got.logprobs, what, tol);
 }
 
-std::unique_ptr<Engine> MakeEngine(std::unique_ptr<Backend> backend, const std::string& model_dir,
-                                   EngineOptions options) {
-  absl::StatusOr<LoadedModel> model = LoadModel(model_dir, "", *backend);
-  EXPECT_TRUE(model.ok()) << model.status();
-  if (!model.ok()) return nullptr;
-  absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(std::move(backend), *std::move(model), options);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  return engine.ok() ? *std::move(engine) : nullptr;
-}
-
 EngineOptions GpuOptions() {
   EngineOptions o;
   o.kv_cache_tokens = 64 * 1024;  // not 90 % of the card: tests share it
@@ -186,9 +176,9 @@ TEST_F(CudaEngineTest, TestCheckpointMatchesTheCpu) {
   EngineOptions cpu_options = GpuOptions();
   cpu_options.prefix_cache = false;
   std::unique_ptr<Engine> cpu =
-      MakeEngine(MakeCpuBackend(0), ::prefixd::testing::TestModelDir(), cpu_options);
+      MakeEngineOn(MakeCpuBackend(0), ::prefixd::testing::TestModelDir(), cpu_options);
   std::unique_ptr<Engine> gpu =
-      MakeEngine(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), GpuOptions());
+      MakeEngineOn(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), GpuOptions());
   ASSERT_TRUE(cpu && gpu);
   const std::vector<GenerationRequest> reqs = Prompts(500);
   const std::vector<Outcome> want = RunAll(*cpu, reqs);
@@ -212,7 +202,7 @@ TEST_F(CudaEngineTest, CacheHitsNeverChangeTheOutputOnTheGpu) {
   EngineOptions off = GpuOptions();
   off.prefix_cache = false;
   std::unique_ptr<Engine> reference =
-      MakeEngine(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), off);
+      MakeEngineOn(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), off);
   ASSERT_TRUE(reference);
   const std::vector<GenerationRequest> reqs = Prompts(500);
   std::vector<Outcome> want;
@@ -224,7 +214,7 @@ TEST_F(CudaEngineTest, CacheHitsNeverChangeTheOutputOnTheGpu) {
   EngineOptions on = GpuOptions();
   on.max_batch_tokens = 32;
   std::unique_ptr<Engine> engine =
-      MakeEngine(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), on);
+      MakeEngineOn(MakeCudaBackend(), ::prefixd::testing::TestModelDir(), on);
   ASSERT_TRUE(engine);
   int64_t cached = 0;
   for (int round = 0; round < 2; ++round) {
@@ -311,7 +301,7 @@ TEST_F(CudaEngineTest, GreedyTokensAndLogprobsMatchHuggingFaceTransformers) {
       const std::string what = absl::StrCat(dir, gpu ? " on CUDA (bf16)" : " on the CPU (fp32)");
       SCOPED_TRACE(what);
       std::unique_ptr<Engine> engine =
-          MakeEngine(gpu ? MakeCudaBackend() : MakeCpuBackend(0), dir, GpuOptions());
+          MakeEngineOn(gpu ? MakeCudaBackend() : MakeCpuBackend(0), dir, GpuOptions());
       ASSERT_TRUE(engine);
       std::vector<GenerationRequest> reqs;
       for (const std::vector<TokenId>& p : ref.prompts) {

@@ -16,16 +16,23 @@ namespace prefixd::testing {
 // The checkpoint make-test-model writes at build time.
 inline std::string TestModelDir() { return PREFIXD_TEST_MODEL_DIR; }
 
-// One compute thread: tests run in parallel on small machines (see server_process.h).
-inline std::unique_ptr<Engine> MakeTestEngine(EngineOptions options) {
-  std::unique_ptr<Backend> backend = MakeCpuBackend(1);
-  absl::StatusOr<LoadedModel> model = LoadModel(TestModelDir(), "", *backend);
+// An engine on `backend` with the model in `model_dir` (failures are reported, and give
+// null).
+inline std::unique_ptr<Engine> MakeEngineOn(std::unique_ptr<Backend> backend,
+                                            const std::string& model_dir, EngineOptions options) {
+  absl::StatusOr<LoadedModel> model = LoadModel(model_dir, "", *backend);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return nullptr;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(std::move(backend), *std::move(model), options);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+// The test model on the CPU, with one compute thread: tests run in parallel on small
+// machines (see server_process.h).
+inline std::unique_ptr<Engine> MakeTestEngine(EngineOptions options) {
+  return MakeEngineOn(MakeCpuBackend(1), TestModelDir(), options);
 }
 
 // Everything one request streamed back.

@@ -48,13 +48,38 @@ struct AttentionProblem {
   std::vector<float> k_cache, v_cache;  // [num_blocks, Hkv, block_size, d]
 };
 
+// Fills p.qkv (random queries; NaN k/v heads) and scatters p.keys / p.values into a NaN
+// paged cache through p.block_tables. Needs everything else of p set.
+void LayOutCache(AttentionProblem& p, uint32_t seed) {
+  const int hq = p.shape.num_q_heads, hkv = p.shape.num_kv_heads, d = p.shape.head_dim;
+  const int width = (hq + 2 * hkv) * d, block_size = p.block_size;
+  p.qkv = RandomFloats(p.num_tokens * width, seed);
+  for (int t = 0; t < p.num_tokens; ++t) {
+    std::fill_n(p.qkv.begin() + t * width + hq * d, 2 * hkv * d, kNaN);
+  }
+  p.k_cache.assign(p.num_blocks * hkv * block_size * d, kNaN);
+  p.v_cache = p.k_cache;
+  for (size_t s = 0; s < p.seqs.size(); ++s) {
+    for (int pos = 0; pos < p.seqs[s].context_len; ++pos) {
+      const int block = p.block_tables[s * p.max_blocks_per_seq + pos / block_size];
+      for (int h = 0; h < hkv; ++h) {
+        const int at = ((block * hkv + h) * block_size + pos % block_size) * d;
+        for (int j = 0; j < d; ++j) {
+          p.k_cache[at + j] = p.keys[s][(pos * hkv + h) * d + j];
+          p.v_cache[at + j] = p.values[s][(pos * hkv + h) * d + j];
+        }
+      }
+    }
+  }
+}
+
 AttentionProblem MakeProblem(AttentionShape shape, int block_size, std::vector<SequenceSpec> seqs,
                              uint32_t seed) {
   AttentionProblem p;
   p.shape = shape;
   p.block_size = block_size;
   p.seqs = std::move(seqs);
-  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim;
+  const int hkv = shape.num_kv_heads, d = shape.head_dim;
   p.query_start.push_back(0);
   int total_blocks = 0;
   for (const SequenceSpec& s : p.seqs) {
@@ -71,13 +96,6 @@ AttentionProblem MakeProblem(AttentionShape shape, int block_size, std::vector<S
   std::mt19937 rng(seed);
   std::shuffle(block_ids.begin(), block_ids.end(), rng);
 
-  const int width = (hq + 2 * hkv) * d;
-  p.qkv = RandomFloats(p.num_tokens * width, seed + 1);
-  for (int t = 0; t < p.num_tokens; ++t) {
-    std::fill_n(p.qkv.begin() + t * width + hq * d, 2 * hkv * d, kNaN);
-  }
-  p.k_cache.assign(p.num_blocks * hkv * block_size * d, kNaN);
-  p.v_cache = p.k_cache;
   p.block_tables.assign(p.seqs.size() * p.max_blocks_per_seq, -1);
   int next_block = 0;
   for (size_t s = 0; s < p.seqs.size(); ++s) {
@@ -88,17 +106,8 @@ AttentionProblem MakeProblem(AttentionShape shape, int block_size, std::vector<S
     const int blocks = (context_len + block_size - 1) / block_size;
     for (int b = 0; b < blocks; ++b)
       p.block_tables[s * p.max_blocks_per_seq + b] = block_ids[next_block++];
-    for (int pos = 0; pos < context_len; ++pos) {
-      const int block = p.block_tables[s * p.max_blocks_per_seq + pos / block_size];
-      for (int h = 0; h < hkv; ++h) {
-        const int at = ((block * hkv + h) * block_size + pos % block_size) * d;
-        for (int j = 0; j < d; ++j) {
-          p.k_cache[at + j] = p.keys[s][(pos * hkv + h) * d + j];
-          p.v_cache[at + j] = p.values[s][(pos * hkv + h) * d + j];
-        }
-      }
-    }
   }
+  LayOutCache(p, seed + 1);
   return p;
 }
 
@@ -265,7 +274,7 @@ SharedPrefixBatch MakeSharedPrefixBatch(AttentionShape shape, int block_size,
   AttentionProblem& p = out.problem;
   p.shape = shape;
   p.block_size = block_size;
-  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim;
+  const int hkv = shape.num_kv_heads, d = shape.head_dim;
   const int row = hkv * d;  // one position's keys
   std::mt19937 rng(seed);
   int next_block = 0;
@@ -320,29 +329,13 @@ SharedPrefixBatch MakeSharedPrefixBatch(AttentionShape shape, int block_size,
     p.max_blocks_per_seq =
         std::max(p.max_blocks_per_seq, (s.context_len + block_size - 1) / block_size);
   }
-  const int width = (hq + 2 * hkv) * d;
-  p.qkv = RandomFloats(p.num_tokens * width, seed + 1);
-  for (int t = 0; t < p.num_tokens; ++t) {
-    std::fill_n(p.qkv.begin() + t * width + hq * d, 2 * hkv * d, kNaN);
-  }
-  p.k_cache.assign(p.num_blocks * hkv * block_size * d, kNaN);
-  p.v_cache = p.k_cache;
   p.block_tables.assign(p.seqs.size() * p.max_blocks_per_seq, -1);
   for (size_t s = 0; s < p.seqs.size(); ++s) {
     for (size_t b = 0; b < tables[s].size(); ++b) {
       p.block_tables[s * p.max_blocks_per_seq + b] = physical[tables[s][b]];
     }
-    for (int pos = 0; pos < p.seqs[s].context_len; ++pos) {
-      const int block = p.block_tables[s * p.max_blocks_per_seq + pos / block_size];
-      for (int h = 0; h < hkv; ++h) {
-        const int at = ((block * hkv + h) * block_size + pos % block_size) * d;
-        for (int j = 0; j < d; ++j) {
-          p.k_cache[at + j] = p.keys[s][(pos * hkv + h) * d + j];
-          p.v_cache[at + j] = p.values[s][(pos * hkv + h) * d + j];
-        }
-      }
-    }
   }
+  LayOutCache(p, seed + 1);
   return out;
 }
 
