@@ -54,8 +54,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::CacheEvent> {
     auto outbox = outbox_;
     auto overflow = [outbox, max_queued = max_queued_] {
       outbox->Abort(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "this watcher fell more than " +
-                                     std::to_string(max_queued) +
+                                 "this watcher fell more than " + std::to_string(max_queued) +
                                      " events behind and was dropped"));
     };
     subscription_ = service_.engine->Subscribe(

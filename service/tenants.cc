@@ -78,8 +78,7 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
       }
       for (const nlohmann::json& cn : e["client_common_names"]) {
         if (!cn.is_string() || cn.get<std::string>().empty()) {
-          return fail("tenant \"", t->name,
-                      "\": client_common_names must be non-empty strings");
+          return fail("tenant \"", t->name, "\": client_common_names must be non-empty strings");
         }
         t->client_common_names.push_back(cn.get<std::string>());
         if (!dir.by_common_name_.emplace(cn.get<std::string>(), t.get()).second) {

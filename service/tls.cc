@@ -46,8 +46,8 @@ absl::Status CheckKeyPair(const std::string& cert_pem, const std::string& key_pe
     status = absl::InvalidArgumentError(
         absl::StrCat(o.key_file, ": no private key could be parsed (is it encrypted?)"));
   } else if (X509_check_private_key(cert, key) != 1) {
-    status = absl::InvalidArgumentError(absl::StrCat(
-        o.key_file, " is not the private key of the certificate in ", o.cert_file));
+    status = absl::InvalidArgumentError(
+        absl::StrCat(o.key_file, " is not the private key of the certificate in ", o.cert_file));
   }
   EVP_PKEY_free(key);
   X509_free(cert);

@@ -19,7 +19,9 @@ struct TlsOptions {
   std::string key_file;        // PEM private key of that certificate
   std::string client_ca_file;  // PEM CA bundle; set: clients must present a certificate it signed
 
-  bool enabled() const { return !cert_file.empty() || !key_file.empty() || !client_ca_file.empty(); }
+  bool enabled() const {
+    return !cert_file.empty() || !key_file.empty() || !client_ca_file.empty();
+  }
 };
 
 // Insecure credentials when TLS is off; otherwise TLS credentials from the files, each

@@ -113,10 +113,8 @@ Examples:
 )help";
 
 const absl::flat_hash_set<std::string>& GlobalFlags() {
-  static const auto* flags =
-      new absl::flat_hash_set<std::string>{"target",        "token",        "json",
-                                           "timeout",       "tls_ca_file",  "tls_cert_file",
-                                           "tls_key_file"};
+  static const auto* flags = new absl::flat_hash_set<std::string>{
+      "target", "token", "json", "timeout", "tls_ca_file", "tls_cert_file", "tls_key_file"};
   return *flags;
 }
 
