@@ -43,7 +43,8 @@ struct EngineOptions {
   int max_queued_requests = 1024;  // beyond this, Submit says RESOURCE_EXHAUSTED
   bool prefix_cache = true;
   // Decode sequences that share cached prefix blocks are batched next to each other and
-  // their attention reads those blocks once per group (kernels.h: shared-prefix groups).
+  // their attention reads those blocks once per group (kernels.h: shared-prefix groups),
+  // on backends that use the groups (Backend::UsesSharedPrefixGroups: the CPU for now).
   bool cascade_attention = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
   bool check_invariants = false;      // check the cache after every step (tests)

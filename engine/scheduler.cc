@@ -48,6 +48,7 @@ Scheduler::Scheduler(LlamaModel& model, PrefixCache& cache, const Tokenizer* tok
       cache_(cache),
       tokenizer_(tokenizer),
       options_(options),
+      group_shared_prefixes_(options.cascade_attention && model.backend().UsesSharedPrefixGroups()),
       eos_token_ids_(model.config().eos_token_ids.begin(), model.config().eos_token_ids.end()) {
   PREFIXD_CHECK(options.max_batch_tokens <= model.limits().max_tokens &&
                     options.max_running_requests <= model.limits().max_seqs,
@@ -334,7 +335,7 @@ StepReport Scheduler::Step(absl::Time now) {
   // ordered by block table, so those that share cached prefix blocks sit next to each other
   // and form shared-prefix groups.
   std::vector<Sequence*> order = scheduled;
-  if (options_.cascade_attention) {
+  if (group_shared_prefixes_) {
     auto one_token = [](const Sequence* seq) { return seq->step_tokens == 1; };
     auto singles = std::stable_partition(order.begin(), order.end(),
                                          [&](const Sequence* seq) { return !one_token(seq); });
@@ -362,7 +363,7 @@ StepReport Scheduler::Step(absl::Time now) {
     report.decode_tokens += n - prefill;
     counters_.prompt_tokens_computed += prefill;
   }
-  if (options_.cascade_attention) {
+  if (group_shared_prefixes_) {
     batch_.FindSharedPrefixGroups(bs, /*min_shared_blocks=*/1);
     report.shared_prefix_groups = batch_.num_groups();
     counters_.shared_prefix_groups += batch_.num_groups();

@@ -132,6 +132,8 @@ class Scheduler {
   PrefixCache& cache_;
   const Tokenizer* tokenizer_;
   const SchedulerOptions options_;
+  // Decodes are ordered and grouped by shared prefix: asked for, and the backend uses it.
+  const bool group_shared_prefixes_;
   std::vector<TokenId> eos_token_ids_;
 
   absl::flat_hash_map<RequestId, std::unique_ptr<Sequence>> sequences_;

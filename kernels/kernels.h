@@ -167,6 +167,9 @@ class Backend {
   // Device memory free now, in bytes, for sizing the KV cache; nullopt where the question
   // has no useful answer (host memory: the CPU backend).
   virtual std::optional<int64_t> FreeMemoryBytes() const { return std::nullopt; }
+  // Whether PagedAttention reads a shared-prefix group's blocks once (AttentionMetadata's
+  // groups); where not, callers need not find the groups at all.
+  virtual bool UsesSharedPrefixGroups() const { return false; }
 
   // ---- Memory ----
   // Uninitialised. Crashes if the device is out of memory (sizes are checked up front).

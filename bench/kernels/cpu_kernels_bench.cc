@@ -117,8 +117,8 @@ void BM_PagedAttention(benchmark::State& state) {
   DeviceTensor qs = Ints(query_start, {seqs + 1}), cl = Ints(context_lens, {seqs});
   DeviceTensor bt = Ints(tables, {seqs, blocks_per_seq});
   DeviceTensor out = SharedBackend().Allocate(DType::kF32, {tokens, kHq * kHeadDim});
-  AttentionMetadata meta{seqs,        tokens,    kBlockSize, blocks_per_seq, query_len,
-                         context_len, qs.view(), cl.view(),  bt.view()};
+  AttentionMetadata meta{seqs,      tokens,    kBlockSize, blocks_per_seq,   query_len, context_len,
+                         qs.view(), cl.view(), bt.view(),  /*num_groups=*/0, {}};
   const KvCacheLayer kv{k.view(), v.view()};
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   for (auto _ : state) {
@@ -170,8 +170,8 @@ void BM_DecodeLayer(benchmark::State& state) {
   DeviceTensor bt = Ints(tables, {seqs, kBlocksPerSeq}), pos = Ints(positions, {seqs});
   DeviceTensor sl = Ints(slots, {seqs});
   DeviceTensor inv_freq = Random({kHeadDim / 2}, 25, 0.5f);
-  AttentionMetadata meta{seqs,     seqs,      kBlockSize, kBlocksPerSeq, 1,
-                         kContext, qs.view(), cl.view(),  bt.view()};
+  AttentionMetadata meta{seqs,      seqs,      kBlockSize, kBlocksPerSeq,    1, kContext,
+                         qs.view(), cl.view(), bt.view(),  /*num_groups=*/0, {}};
   KvCacheLayer kv{k.view(), v.view()};
   const AttentionShape shape{kHq, kHkv, kHeadDim};
   for (auto _ : state) {

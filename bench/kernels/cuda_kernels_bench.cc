@@ -106,7 +106,9 @@ PagedBatch MakePagedBatch(int seqs, int query_len, int context_len, int block_si
                              context_len,
                              b.query_start.view(),
                              b.context_lens.view(),
-                             b.block_tables.view()};
+                             b.block_tables.view(),
+                             /*num_groups=*/0,
+                             {}};
   return b;
 }
 
@@ -245,8 +247,8 @@ void BM_DecodeLayer(benchmark::State& state) {
   for (int j = 0; j < kHeadDim / 2; ++j) inv_freq[j] = std::pow(500000.0f, -2.0f * j / kHeadDim);
   DeviceTensor freq = be.Allocate(DType::kF32, {kHeadDim / 2});
   be.CopyFromHost(inv_freq.data(), freq.view());
-  const AttentionMetadata meta{seqs,     seqs,      kBlockSize, kBlocksPerSeq, 1,
-                               kContext, qs.view(), cl.view(),  bt.view()};
+  const AttentionMetadata meta{seqs,      seqs,      kBlockSize, kBlocksPerSeq,    1, kContext,
+                               qs.view(), cl.view(), bt.view(),  /*num_groups=*/0, {}};
   KvCacheLayer kv{k.view(), v.view()};
   const AttentionShape shape{kHq, kHkv, kHeadDim};
   TimeOnDevice(state, [&] {

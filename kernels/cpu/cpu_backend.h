@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   void CopyToHost(const Tensor& src, void* dst) override;
   void ConvertFromHost(const void* src, DType src_dtype, Tensor& dst) override;
   void Synchronize() override {}
+  bool UsesSharedPrefixGroups() const override { return true; }
 
   void FillRandom(Tensor& t, uint64_t seed, float scale) override;
   void Fill(Tensor& t, float value) override;

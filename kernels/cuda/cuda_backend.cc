@@ -76,17 +76,50 @@ bool CudaDeviceAvailable() {
   return count > 0;
 }
 
+absl::Status CudaDeviceUsable(int device) {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device (", cudaGetErrorString(status), ")"));
+  }
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", device, " does not exist (", count, " devices)"));
+  }
+  cudaDeviceProp prop;
+  if (const cudaError_t e = cudaGetDeviceProperties(&prop, device); e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", device, ": ", cudaGetErrorString(e)));
+  }
+  const int cc = prop.major * 10 + prop.minor;
+  if (cc < 80) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        prop.name, " is sm_", cc, "; the CUDA backend needs sm_80 or newer (bf16 tensor cores)"));
+  }
+  int previous = 0;
+  cudaGetDevice(&previous);
+  cudaSetDevice(device);
+  const cudaError_t image = cuda::CheckKernelImage();
+  cudaSetDevice(previous);
+  if (image != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this build has no CUDA code for ", prop.name, " (sm_", cc, "): ",
+        cudaGetErrorString(image), "; rebuild with CMAKE_CUDA_ARCHITECTURES including ", cc));
+  }
+  return absl::OkStatus();
+}
+
 std::unique_ptr<Backend> MakeCudaBackend(int device) {
   return std::make_unique<CudaBackend>(device);
 }
 
 CudaBackend::CudaBackend(int device) : device_(device) {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  PREFIXD_CHECK(status == cudaSuccess && count > 0, "MakeCudaBackend: no CUDA device (",
-                cudaGetErrorString(status), ")");
-  PREFIXD_CHECK(0 <= device && device < count, "MakeCudaBackend: device ", device,
-                " does not exist (", count, " devices)");
+  const absl::Status usable = CudaDeviceUsable(device);
+  PREFIXD_CHECK(usable.ok(), "MakeCudaBackend: ", usable.message());
   MakeCurrent();
   cudaDeviceProp prop;
   PREFIXD_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
@@ -94,12 +127,6 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   compute_capability_ = prop.major * 10 + prop.minor;
   num_sms_ = prop.multiProcessorCount;
   total_memory_ = prop.totalGlobalMem;
-  PREFIXD_CHECK(compute_capability_ >= 80, "MakeCudaBackend: ", name_, " is sm_",
-                compute_capability_, "; the CUDA backend needs sm_80 or newer (bf16 tensor cores)");
-  const cudaError_t image = cuda::CheckKernelImage();
-  PREFIXD_CHECK(image == cudaSuccess, "MakeCudaBackend: kernels_cuda has no code for ", name_,
-                " (sm_", compute_capability_, "): ", cudaGetErrorString(image),
-                "; rebuild with CMAKE_CUDA_ARCHITECTURES including ", compute_capability_);
   PREFIXD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   for (cudaEvent_t& event : staging_free_) {
     PREFIXD_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));

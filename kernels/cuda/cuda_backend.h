@@ -8,6 +8,7 @@
 
 #include <memory>
 
+#include "absl/status/status.h"
 #include "kernels/kernels.h"
 
 namespace prefixd {
@@ -16,9 +17,13 @@ namespace prefixd {
 // Never crashes, so tests and benchmarks use it to skip.
 bool CudaDeviceAvailable();
 
+// OK when MakeCudaBackend(device) can run there: the device exists, is sm_80 or newer
+// (bf16 tensor cores), and this build has code for it; else FAILED_PRECONDITION saying why.
+absl::Status CudaDeviceUsable(int device);
+
 // A backend on CUDA device `device`. Crashes, naming the reason, if that device cannot be
-// used. See kernels/cuda/cuda_backend_impl.h for the stream, synchronisation and scratch
-// memory rules.
+// used (check CudaDeviceUsable first to answer with a status instead). See
+// kernels/cuda/cuda_backend_impl.h for the stream, synchronisation and scratch memory rules.
 std::unique_ptr<Backend> MakeCudaBackend(int device = 0);
 
 }  // namespace prefixd

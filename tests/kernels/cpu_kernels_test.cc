@@ -385,7 +385,7 @@ TEST_F(CpuKernelsTest, GemmMatchesReference) {
 
 // Split gemms slice by shape, not by thread count: the same bits on any number of threads.
 TEST(CpuGemmTest, SameBitsForAnyThreadCount) {
-  for (const auto [m, k, n] : {std::tuple{2, 4096, 1100}, std::tuple{70, 512, 2100}}) {
+  for (const auto& [m, k, n] : {std::tuple{2, 4096, 1100}, std::tuple{70, 512, 2100}}) {
     const std::vector<float> x = RandomFloats(m * k, 21);
     const std::vector<float> w = RandomFloats(n * k, 22);
     std::vector<std::vector<float>> results;
