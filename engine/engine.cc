@@ -80,7 +80,8 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
       backend_(std::move(backend)),
       config_(model.config),
       model_id_(model.id),
-      tokenizer_(std::move(model.tokenizer)) {
+      tokenizer_(std::move(model.tokenizer)),
+      chat_template_(std::move(model.chat_template)) {
   kv_ = std::make_unique<KvCache>(*backend_, config_, num_blocks, options_.block_size);
   max_context_len_ = static_cast<int>(
       std::min<int64_t>(config_.max_context_len(), int64_t{num_blocks} * options_.block_size));

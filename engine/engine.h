@@ -122,6 +122,7 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   const std::string& model_id() const { return model_id_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const ChatTemplate* chat_template() const { return chat_template_.get(); }
   const Backend& backend() const { return *backend_; }
   int block_size() const { return options_.block_size; }
   int max_context_len() const { return max_context_len_; }
@@ -145,6 +146,7 @@ class Engine {
   const ModelConfig config_;
   const std::string model_id_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ChatTemplate> chat_template_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<PrefixCache> cache_;

@@ -1,6 +1,7 @@
 #include "engine/model_config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -454,11 +455,54 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_
   return c;
 }
 
+absl::Status ApplyGenerationConfig(std::string_view json, std::string_view path,
+                                   ModelConfig& config) {
+  Json root;
+  try {
+    root = Json::parse(json.begin(), json.end());
+  } catch (const Json::exception& e) {
+    std::string_view what = e.what();
+    if (size_t end = what.find("] "); what.starts_with("[json.") && end != what.npos) {
+      what.remove_prefix(end + 2);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(AsAbsl(path), ": invalid JSON: ", AsAbsl(what)));
+  }
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AsAbsl(path), ": expected a JSON object at the top level, got ", Quote(root)));
+  }
+  // Only the stop set is taken: sampling defaults stay the request's business.
+  ModelConfig ids;
+  ids.vocab_size = config.vocab_size;
+  FieldReader f(root, path);
+  ParseTokenIds(f, ids);
+  if (!f.ok()) return f.status();
+  for (int32_t id : ids.eos_token_ids) {
+    if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) ==
+        config.eos_token_ids.end()) {
+      config.eos_token_ids.push_back(id);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& folder) {
-  std::string path = absl::StrCat(folder, folder.ends_with('/') ? "" : "/", "config.json");
+  const std::string dir = absl::StrCat(folder, folder.ends_with('/') ? "" : "/");
+  std::string path = dir + "config.json";
   absl::StatusOr<std::string> text = ReadConfigFile(path);
   if (!text.ok()) return text.status();
-  return ParseModelConfig(*text, path);
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(*text, path);
+  if (!config.ok()) return config.status();
+  const std::string generation_path = dir + "generation_config.json";
+  std::error_code ec;
+  if (std::filesystem::exists(generation_path, ec)) {
+    absl::StatusOr<std::string> generation = ReadConfigFile(generation_path);
+    if (!generation.ok()) return generation.status();
+    if (absl::Status s = ApplyGenerationConfig(*generation, generation_path, *config); !s.ok()) {
+      return s;
+    }
+  }
+  return config;
 }
 
 int ModelConfig::max_context_len() const {

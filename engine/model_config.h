@@ -77,8 +77,13 @@ struct ModelConfig {
 
 // Parses and validates the text of a config.json; `path` names the file in errors.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_view path);
-// Reads <folder>/config.json.
+// Reads <folder>/config.json, then <folder>/generation_config.json if present: its
+// eos_token_id (one or a list) joins the stop set (Llama 3 Instruct ends its turns with
+// <|eot_id|>, which config.json does not list).
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& folder);
+// Adds generation_config.json's eos_token_id(s) to `config.eos_token_ids`.
+absl::Status ApplyGenerationConfig(std::string_view json, std::string_view path,
+                                   ModelConfig& config);
 
 // Shapes of real models for benchmarks and tests without weight files: "tiny",
 // "llama-3.2-1b", "llama-3-8b", "qwen2-0.5b". Unknown names are an error listing these.

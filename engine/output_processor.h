@@ -12,7 +12,7 @@
 
 #include "absl/types/span.h"
 #include "engine/request.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace prefixd {
 

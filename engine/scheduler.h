@@ -27,7 +27,7 @@
 #include "engine/llama_model.h"
 #include "engine/output_processor.h"
 #include "engine/request.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "prefix_tree/prefix_cache.h"
 
 namespace prefixd {

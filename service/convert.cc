@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 #include "google/protobuf/unknown_field_set.h"
 
 namespace prefixd {
@@ -87,40 +88,231 @@ absl::Status CheckNoUnknownFields(const google::protobuf::Message& message) {
   return absl::OkStatus();
 }
 
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// A JSON field of the wire conversation; `what` says what it must be ("an array").
+absl::StatusOr<Json> ParseJsonField(const std::string& text, std::string_view field) {
+  try {
+    return Json::parse(text);
+  } catch (const Json::exception& e) {
+    std::string_view what = e.what();
+    if (size_t end = what.find("] "); what.starts_with("[json.") && end != what.npos) {
+      what.remove_prefix(end + 2);
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(field), " is not valid JSON: ", std::string(what)));
+  }
+}
+
+// Keys a message's typed fields own: extra_json may not set them.
+constexpr std::string_view kTypedMessageKeys[] = {"role", "content", "tool_calls",
+                                                  "tool_call_id", "name"};
+
+}  // namespace
+
+absl::StatusOr<Conversation> ToConversation(const v1::Conversation& chat) {
+  Conversation out;
+  if (chat.messages().empty()) {
+    return absl::InvalidArgumentError("chat.messages is empty: a conversation needs a message");
+  }
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const v1::ChatMessage& m = chat.messages(i);
+    const std::string at = absl::StrCat("chat.messages[", i, "]");
+    if (m.role().empty()) return absl::InvalidArgumentError(absl::StrCat(at, ".role is empty"));
+    Json message = Json::object();
+    message["role"] = m.role();
+    switch (m.content_case()) {
+      case v1::ChatMessage::kText:
+        message["content"] = m.text();
+        break;
+      case v1::ChatMessage::kParts: {
+        Json parts = Json::array();
+        for (const v1::ContentPart& part : m.parts().parts()) {
+          if (part.type().empty()) {
+            return absl::InvalidArgumentError(absl::StrCat(at, ".parts: a part has no type"));
+          }
+          Json p = Json::object();
+          p["type"] = part.type();
+          if (part.type() == "text" || !part.text().empty()) p["text"] = part.text();
+          parts.push_back(std::move(p));
+        }
+        message["content"] = std::move(parts);
+        break;
+      }
+      default:
+        message["content"] = nullptr;
+    }
+    if (!m.tool_calls_json().empty()) {
+      absl::StatusOr<Json> calls =
+          ParseJsonField(m.tool_calls_json(), absl::StrCat(at, ".tool_calls_json"));
+      if (!calls.ok()) return calls.status();
+      if (!calls->is_array()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".tool_calls_json must be a JSON array of tool calls"));
+      }
+      for (const Json& call : *calls) {
+        if (!call.is_object()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(at, ".tool_calls_json: each tool call must be an object"));
+        }
+      }
+      message["tool_calls"] = *std::move(calls);
+    }
+    if (!m.tool_call_id().empty()) message["tool_call_id"] = m.tool_call_id();
+    if (!m.name().empty()) message["name"] = m.name();
+    if (!m.extra_json().empty()) {
+      absl::StatusOr<Json> extra = ParseJsonField(m.extra_json(), absl::StrCat(at, ".extra_json"));
+      if (!extra.ok()) return extra.status();
+      if (!extra->is_object()) {
+        return absl::InvalidArgumentError(absl::StrCat(at, ".extra_json must be a JSON object"));
+      }
+      for (const auto& [key, value] : extra->items()) {
+        for (std::string_view typed : kTypedMessageKeys) {
+          if (key == typed) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                at, ".extra_json may not set \"", key, "\": the message has a field for it"));
+          }
+        }
+        message[key] = value;
+      }
+    }
+    out.messages.push_back(std::move(message));
+  }
+  if (!chat.tools_json().empty()) {
+    absl::StatusOr<Json> tools = ParseJsonField(chat.tools_json(), "chat.tools_json");
+    if (!tools.ok()) return tools.status();
+    if (!tools->is_array()) {
+      return absl::InvalidArgumentError("chat.tools_json must be a JSON array of tool schemas");
+    }
+    out.tools = *std::move(tools);
+  }
+  if (chat.has_add_generation_prompt()) out.add_generation_prompt = chat.add_generation_prompt();
+  out.continue_final_message = chat.continue_final_message();
+  if (!chat.template_kwargs_json().empty()) {
+    absl::StatusOr<Json> kwargs =
+        ParseJsonField(chat.template_kwargs_json(), "chat.template_kwargs_json");
+    if (!kwargs.ok()) return kwargs.status();
+    if (!kwargs->is_object()) {
+      return absl::InvalidArgumentError("chat.template_kwargs_json must be a JSON object");
+    }
+    out.kwargs = *std::move(kwargs);
+  }
+  return out;
+}
+
+namespace {
+
+// The prompt ids of `text` (the rendering of `conversation`) with the remembered reply of its
+// last assistant message, when the server remembers one for this namespace.
+std::optional<std::vector<TokenId>> WithRememberedReply(const Conversation& conversation,
+                                                        const std::string& text,
+                                                        const PromptEncoder& encoder) {
+  if (encoder.replies == nullptr || encoder.ns == nullptr) return std::nullopt;
+  const Json& messages = conversation.messages;
+  size_t last = messages.size();
+  for (size_t i = messages.size(); i-- > 0;) {
+    if (messages[i].value("role", "") == "assistant") {
+      last = i;
+      break;
+    }
+  }
+  if (last == messages.size() || last == 0) return std::nullopt;
+  // The prompt that produced that reply: the messages before it, ending with the header of
+  // the assistant's turn.
+  Conversation before = conversation;
+  before.messages = Json(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(last));
+  before.add_generation_prompt = true;
+  before.continue_final_message = false;
+  absl::StatusOr<std::string> before_text = encoder.chat_template->Render(before);
+  if (!before_text.ok()) return std::nullopt;
+  std::shared_ptr<const ReplyMemory::Turn> turn = encoder.replies->Find(*encoder.ns, *before_text);
+  if (turn == nullptr) return std::nullopt;
+  return AssembleWithReply(*encoder.tokenizer, *turn, *before_text, text);
+}
+
+}  // namespace
+
+absl::StatusOr<EncodedPrompt> EncodeChat(const v1::Conversation& chat,
+                                         const PromptEncoder& encoder) {
+  if (encoder.chat_template == nullptr) {
+    return absl::FailedPreconditionError(
+        "this model has no chat template: start the server with --chat_template=FILE, or "
+        "send the prompt as text or token_ids");
+  }
+  if (encoder.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "this model has no tokenizer: start the server with --tokenizer=FILE, or send the "
+        "prompt as token_ids");
+  }
+  absl::StatusOr<Conversation> conversation = ToConversation(chat);
+  if (!conversation.ok()) return conversation.status();
+  absl::StatusOr<std::string> text = encoder.chat_template->Render(*conversation);
+  if (!text.ok()) {
+    const std::string kind = jinja::ErrorKind(text.status());
+    if (text.status().code() == absl::StatusCode::kInvalidArgument && !kind.empty() &&
+        kind != "TemplateError") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the chat template failed on this conversation: ", text.status().message()));
+    }
+    return text.status();
+  }
+  if (text->empty()) return absl::InvalidArgumentError("the chat template rendered an empty prompt");
+  EncodedPrompt out;
+  if (std::optional<std::vector<TokenId>> ids = WithRememberedReply(*conversation, *text, encoder)) {
+    out.ids = *std::move(ids);
+  } else {
+    out.ids = encoder.tokenizer->Encode(*text, /*add_special_tokens=*/false);
+  }
+  out.text = *std::move(text);
+  if (out.ids.empty()) return absl::InvalidArgumentError("prompt is empty");
+  return out;
+}
+
 template <typename Request>
 absl::StatusOr<std::vector<TokenId>> PromptTokens(const Request& request,
-                                                  const Tokenizer* tokenizer) {
+                                                  const PromptEncoder& encoder,
+                                                  std::string* chat_text) {
   switch (request.prompt_case()) {
     case Request::kText:
       if (request.text().empty()) return absl::InvalidArgumentError("prompt is empty");
-      if (tokenizer == nullptr) {
+      if (encoder.tokenizer == nullptr) {
         return absl::InvalidArgumentError(
             "this model has no tokenizer: send the prompt as token_ids");
       }
-      return tokenizer->Encode(request.text(), /*add_special_tokens=*/true);
+      return encoder.tokenizer->Encode(request.text(), /*add_special_tokens=*/true);
     case Request::kTokenIds:
       if (request.token_ids().ids().empty()) return absl::InvalidArgumentError("prompt is empty");
       return std::vector<TokenId>(request.token_ids().ids().begin(),
                                   request.token_ids().ids().end());
+    case Request::kChat: {
+      absl::StatusOr<EncodedPrompt> prompt = EncodeChat(request.chat(), encoder);
+      if (!prompt.ok()) return prompt.status();
+      if (chat_text != nullptr) *chat_text = std::move(prompt->text);
+      return std::move(prompt->ids);
+    }
     default:
-      return absl::InvalidArgumentError("prompt is empty: set text or token_ids");
+      return absl::InvalidArgumentError("prompt is empty: set text, token_ids or chat");
   }
 }
 
 template absl::StatusOr<std::vector<TokenId>> PromptTokens(const v1::GenerateRequest&,
-                                                           const Tokenizer*);
-template absl::StatusOr<std::vector<TokenId>> PromptTokens(const v1::PinRequest&, const Tokenizer*);
+                                                           const PromptEncoder&, std::string*);
+template absl::StatusOr<std::vector<TokenId>> PromptTokens(const v1::PinRequest&,
+                                                           const PromptEncoder&, std::string*);
 template absl::StatusOr<std::vector<TokenId>> PromptTokens(const v1::UnpinRequest&,
-                                                           const Tokenizer*);
+                                                           const PromptEncoder&, std::string*);
 
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
-                                                      const Tokenizer* tokenizer) {
+                                                      const PromptEncoder& encoder,
+                                                      std::string* chat_text) {
   if (absl::Status s = CheckNoUnknownFields(request); !s.ok()) return s;
   if (request.request_id().size() > 128) {
     return absl::InvalidArgumentError("request_id is longer than 128 bytes");
   }
   GenerationRequest out;
-  absl::StatusOr<std::vector<TokenId>> prompt = PromptTokens(request, tokenizer);
+  absl::StatusOr<std::vector<TokenId>> prompt = PromptTokens(request, encoder, chat_text);
   if (!prompt.ok()) return prompt.status();
   out.prompt = *std::move(prompt);
   out.request_id = request.request_id();

@@ -11,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/engine.h"
@@ -25,6 +26,9 @@ ABSL_FLAG(std::string, model, PREFIXD_DEFAULT_MODEL,
           "random:<preset> (tiny, llama-3.2-1b, llama-3-8b, qwen2-0.5b: random weights of real "
           "shapes, for benchmarks). Default: the test model the build writes.");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json to use instead of the model folder's");
+ABSL_FLAG(std::string, chat_template, "",
+          "Jinja chat template file to use instead of the model folder's (tokenizer_config.json "
+          "\"chat_template\" or chat_template.jinja); chat prompts are rendered with it");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC address to serve on; port 0 picks a free port. Use 0.0.0.0:PORT to accept "
           "connections from other machines.");
@@ -70,6 +74,11 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle: clients must present a certificate it signed (mutual TLS); a "
           "certificate's common name can then identify a tenant (tokens file: "
           "client_common_names)");
+ABSL_FLAG(int, reply_memory_mib, 64,
+          "memory for the token ids of recent chat replies, per tenant: a conversation's next "
+          "turn runs the ids the model generated instead of re-tokenizing the reply's text, so "
+          "the cache serves the reply's blocks (0: off, replies are re-tokenized exactly as "
+          "transformers' apply_chat_template does)");
 ABSL_FLAG(int, watch_queue_events, 10000,
           "cache events queued for one WatchEvents client before it is dropped as too slow");
 ABSL_FLAG(bool, check_invariants, false,
@@ -149,7 +158,10 @@ int Run() {
   const absl::Time load_start = absl::Now();
   LoadProgress progress(absl::StrCat("loading ", model_spec));
   absl::StatusOr<LoadedModel> model =
-      LoadModel(model_spec, absl::GetFlag(FLAGS_tokenizer), *backend,
+      LoadModel(model_spec,
+                ModelOverrides{.tokenizer_path = absl::GetFlag(FLAGS_tokenizer),
+                               .chat_template_path = absl::GetFlag(FLAGS_chat_template)},
+                *backend,
                 [&progress](int64_t done, int64_t total) { progress(done, total); });
   if (!model.ok()) {
     std::fprintf(stderr, "prefixd: cannot load the model: %s\n", model.status().ToString().c_str());
@@ -158,6 +170,14 @@ int Run() {
   std::fprintf(stderr, "prefixd: model %s: %s, on %s (%.1f s)\n", model->id.c_str(),
                model->config.Summary().c_str(), backend->Describe().c_str(),
                absl::ToDoubleSeconds(absl::Now() - load_start));
+  if (model->chat_template != nullptr) {
+    std::fprintf(stderr, "prefixd: chat template %s; stop tokens %s\n",
+                 absl::StrJoin(model->chat_template->names(), ", ").c_str(),
+                 absl::StrJoin(model->config.eos_token_ids, ", ").c_str());
+  } else {
+    std::fprintf(stderr,
+                 "prefixd: no chat template: chat prompts are refused (give --chat_template)\n");
+  }
 
   EngineOptions options;
   options.block_size = absl::GetFlag(FLAGS_block_size);
@@ -201,6 +221,12 @@ int Run() {
     return 2;
   }
   server_options.max_queued_cache_events = absl::GetFlag(FLAGS_watch_queue_events);
+  if (absl::GetFlag(FLAGS_reply_memory_mib) < 0) {
+    std::fprintf(stderr, "prefixd: --reply_memory_mib must be 0 or more\n");
+    return 2;
+  }
+  server_options.reply_memory_bytes =
+      static_cast<size_t>(absl::GetFlag(FLAGS_reply_memory_mib)) << 20;
   server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
   absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
       PrefixdServer::Start(engine->get(), std::move(tenants), server_options);

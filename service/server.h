@@ -31,6 +31,9 @@ struct ServerOptions {
   int max_concurrent_streams = 1024;
   // Cache events queued for one watcher before it is dropped.
   size_t max_queued_cache_events = kDefaultMaxQueuedCacheEvents;
+  // Token ids of recent chat replies, per namespace (service/reply_memory.h); 0: off, every
+  // reply in a conversation is re-tokenized from its text.
+  size_t reply_memory_bytes = size_t{64} << 20;
 };
 
 class PrefixdServer {
@@ -57,6 +60,7 @@ class PrefixdServer {
   const ServerOptions options_;
   TenantDirectory tenants_;
   std::unique_ptr<ServingMetrics> metrics_;  // outlives everything that records into it
+  std::unique_ptr<ReplyMemory> replies_;     // null when off
   ServiceContext context_;
   GenerationService generation_;
   CacheService cache_;

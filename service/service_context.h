@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
+#include "service/reply_memory.h"
 #include "service/serving_metrics.h"
 #include "service/tenants.h"
 
@@ -19,6 +20,7 @@ struct ServiceContext {
   Engine* engine = nullptr;  // outlives the gRPC server
   const TenantDirectory* tenants = nullptr;
   ServingMetrics* metrics = nullptr;  // outlives the gRPC server; null: nothing recorded
+  ReplyMemory* replies = nullptr;     // outlives the gRPC server; null: replies re-tokenized
   std::atomic<bool> draining{false};
 
   // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.

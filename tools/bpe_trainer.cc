@@ -12,9 +12,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "engine/byte_level.h"
-#include "engine/tokenizer_regex.h"
-#include "engine/tokenizer_utf8.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer_regex.h"
+#include "tokenizer/tokenizer_utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace prefixd {

@@ -34,6 +34,37 @@ absl::Status WriteFile(const std::filesystem::path& path, const std::string& tex
   return absl::OkStatus();
 }
 
+// Meta-Llama-3-8B-Instruct's chat template, byte for byte.
+constexpr char kLlama3ChatTemplate[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | "
+    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
+    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+// Like Llama 3 Instruct: the template's special tokens, and <|eot_id|> ends a turn (as
+// generation_config.json says; config.json names only <|end_of_text|>).
+std::string TokenizerConfigJson() {
+  nlohmann::ordered_json j;
+  j["bos_token"] = "<|begin_of_text|>";
+  j["eos_token"] = "<|eot_id|>";
+  j["clean_up_tokenization_spaces"] = true;
+  j["model_max_length"] = 2048;
+  j["tokenizer_class"] = "PreTrainedTokenizerFast";
+  j["chat_template"] = kLlama3ChatTemplate;
+  return j.dump(2) + "\n";
+}
+
+std::string GenerationConfigJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  j["eos_token_id"] = {kTestEndOfText, kTestEndOfTurn};
+  j["do_sample"] = true;
+  j["temperature"] = 0.6;
+  j["top_p"] = 0.9;
+  return j.dump(2) + "\n";
+}
+
 }  // namespace
 
 std::string ModelConfigToJson(const ModelConfig& c) {
@@ -108,6 +139,13 @@ absl::Status WriteTestModel(const std::string& folder, uint64_t seed) {
     return s;
   }
   if (absl::Status s = WriteFile(dir / "tokenizer.json", *tokenizer); !s.ok()) return s;
+  if (absl::Status s = WriteFile(dir / "tokenizer_config.json", TokenizerConfigJson()); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = WriteFile(dir / "generation_config.json", GenerationConfigJson(*config));
+      !s.ok()) {
+    return s;
+  }
   return WriteSafetensors((dir / "model.safetensors").string(), tensors,
                           {{"format", "pt"}, {"producer", "prefixd make-test-model"}});
 }

@@ -54,7 +54,7 @@ std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096)
     std::fprintf(stderr, "engine_bench: %s\n", backend.status().ToString().c_str());
     std::exit(2);
   }
-  absl::StatusOr<LoadedModel> model = LoadModel(absl::GetFlag(FLAGS_model), "", **backend);
+  absl::StatusOr<LoadedModel> model = LoadModel(absl::GetFlag(FLAGS_model), {}, **backend);
   if (!model.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", model.status().ToString().c_str());
     std::exit(2);

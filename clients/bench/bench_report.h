@@ -22,6 +22,7 @@ struct RequestRecord {
 
   double start_s = 0;
   double first_token_s = -1;  // the first message carrying tokens; -1: none came
+  double last_token_s = -1;   // the latest message carrying tokens
   double end_s = 0;           // the final status
   // Gaps between consecutive token-carrying messages (SGLang's and vLLM's "ITL").
   std::vector<double> inter_token_s;

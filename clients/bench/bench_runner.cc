@@ -103,25 +103,7 @@ class GenerateStream final : public grpc::ClientReadReactor<v1::GenerateResponse
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream is over; OnDone follows
-    const double now = state_->Elapsed();
-    RequestRecord& r = *record_;
-    if (r.final_messages > 0) ++r.messages_after_final;
-    if (response_.token_ids_size() > 0) {
-      if (r.first_token_s < 0) {
-        r.first_token_s = now;
-      } else {
-        r.inter_token_s.push_back(now - last_token_s_);
-      }
-      last_token_s_ = now;
-      r.streamed_tokens += response_.token_ids_size();
-    }
-    if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-      ++r.final_messages;
-      r.finish_reason = response_.finish_reason();
-      r.prompt_tokens = response_.usage().prompt_tokens();
-      r.cached_tokens = response_.usage().cached_tokens();
-      r.completion_tokens = response_.usage().completion_tokens();
-    }
+    RecordResponse(response_, state_->Elapsed(), record_);
     StartRead(&response_);
   }
 
@@ -141,10 +123,30 @@ class GenerateStream final : public grpc::ClientReadReactor<v1::GenerateResponse
   grpc::ClientContext context_;
   v1::GenerateRequest request_;
   v1::GenerateResponse response_;
-  double last_token_s_ = 0;
 };
 
 }  // namespace
+
+void RecordResponse(const v1::GenerateResponse& response, double now_s, RequestRecord* record) {
+  RequestRecord& r = *record;
+  if (r.final_messages > 0) ++r.messages_after_final;
+  if (response.token_ids_size() > 0) {
+    if (r.first_token_s < 0) {
+      r.first_token_s = now_s;
+    } else {
+      r.inter_token_s.push_back(now_s - r.last_token_s);
+    }
+    r.last_token_s = now_s;
+    r.streamed_tokens += response.token_ids_size();
+  }
+  if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    ++r.final_messages;
+    r.finish_reason = response.finish_reason();
+    r.prompt_tokens = response.usage().prompt_tokens();
+    r.cached_tokens = response.usage().cached_tokens();
+    r.completion_tokens = response.usage().completion_tokens();
+  }
+}
 
 RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchRequest>& requests,
                       const RunOptions& options) {

@@ -30,6 +30,10 @@ struct RunResult {
   double duration_s = 0;               // first request sent → last stream ended
 };
 
+// Records one message of a Generate stream that arrived at `now_s`: token timings, counts,
+// and the usage of the final message.
+void RecordResponse(const v1::GenerateResponse& response, double now_s, RequestRecord* record);
+
 // Sends every request as a greedy Generate stream with ignore_eos and max_tokens =
 // output_len, and returns when every stream has ended. Streams run on gRPC's callback API,
 // so a high concurrency costs no thread per stream. Every request ends with exactly one

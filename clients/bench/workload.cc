@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "clients/bench/seeded_random.h"
 
 namespace prefixd::bench {
 namespace {
@@ -27,24 +28,9 @@ constexpr NamedPreset kPresets[] = {
 // does not change the arrival times.
 enum class Stream : uint64_t { kPrompts = 1, kShuffle = 2, kArrivals = 3, kWarmup = 4 };
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// std::mt19937_64 is fully specified by the standard; the std:: distributions are not, so
-// the mappings below are written out to keep workloads identical across standard libraries.
 std::mt19937_64 MakeRng(uint64_t seed, Stream stream) {
-  return std::mt19937_64(SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(stream))));
+  return bench::MakeRng(seed, static_cast<uint64_t>(stream));
 }
-
-// Uniform in [0, n), n > 0 (the modulo bias is below 2^-40 for any n we use).
-uint64_t UniformBelow(std::mt19937_64& rng, uint64_t n) { return rng() % n; }
-
-// Uniform in [0, 1).
-double UniformUnit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 int TokenRange(const WorkloadConfig& config) {
   return std::min(config.vocab_size, config.max_token_id + 1);

@@ -129,6 +129,26 @@ absl::Status PrefixdClient::Generate(const v1::GenerateRequest& request,
   return FromGrpcStatus(reader->Finish());
 }
 
+absl::StatusOr<v1::TokenizeResponse> PrefixdClient::Tokenize(
+    const v1::TokenizeRequest& request) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::TokenizeResponse response;
+  grpc::Status status = generation_->Tokenize(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::DetokenizeResponse> PrefixdClient::Detokenize(
+    const v1::DetokenizeRequest& request) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::DetokenizeResponse response;
+  grpc::Status status = generation_->Detokenize(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 absl::StatusOr<v1::CacheStats> PrefixdClient::GetStats() const {
   grpc::ClientContext context;
   PrepareContext(&context);

@@ -74,6 +74,11 @@ class PrefixdClient {
   absl::Status Generate(const v1::GenerateRequest& request, const ResponseCallback& on_response,
                         CallHandle* handle = nullptr) const;
 
+  // The prompt a GenerateRequest with the same `prompt` would run: the rendered text (for a
+  // conversation) and its token ids. Detokenize turns token ids back into text.
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request) const;
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(const v1::DetokenizeRequest& request) const;
+
   absl::StatusOr<v1::CacheStats> GetStats() const;
   absl::StatusOr<v1::PinResponse> Pin(const v1::PinRequest& request) const;
   absl::StatusOr<v1::UnpinResponse> Unpin(const v1::UnpinRequest& request) const;

@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <istream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "prefixd/v1/generation.pb.h"
 
 namespace prefixd::ctl {
 
@@ -26,11 +28,13 @@ int ExitCodeForStatus(const absl::Status& status);
 // "1,2,3" (spaces allowed around the commas) → {1, 2, 3}.
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text);
 
-// A prompt is text or token ids, as in the API's `oneof prompt`.
+// A prompt is text, token ids or a conversation, as in the API's `oneof prompt`.
 struct Prompt {
   bool is_token_ids = false;
+  bool is_chat = false;
   std::string text;
   std::vector<int32_t> token_ids;
+  v1::Conversation chat;
 };
 
 struct PromptSources {
@@ -39,18 +43,49 @@ struct PromptSources {
   std::string prompt_flag;  // --prompt; "-" reads `stdin`
   bool token_ids_flag_given = false;
   std::string token_ids_flag;  // --token_ids
+
+  // Any of these makes the prompt a conversation: the system message, the file's messages,
+  // then the words (or --prompt) as the user's message.
+  bool chat_flag = false;  // --chat
+  bool system_given = false;
+  std::string system;  // --system
+  bool system_file_given = false;
+  std::string system_file;  // --system_file; "-" reads `stdin`
+  bool messages_file_given = false;
+  std::string messages_file;  // --messages_file (ParseConversationJson); "-" reads `stdin`
+  // --add_generation_prompt / --noadd_generation_prompt; unset: the file's, else the
+  // server's default.
+  std::optional<bool> add_generation_prompt;
+
+  bool is_chat() const {
+    return chat_flag || system_given || system_file_given || messages_file_given;
+  }
 };
 
-// Exactly one source must be used: words (joined with spaces; a lone "-" reads `stdin`),
-// --prompt, or --token_ids. INVALID_ARGUMENT otherwise, or for an empty prompt.
+// Text or token ids: exactly one source must be used: words (joined with spaces; a lone "-"
+// reads `stdin`), --prompt, or --token_ids. A conversation (sources.is_chat()): the words or
+// --prompt, if any, become its last (user) message; --token_ids is refused. INVALID_ARGUMENT
+// otherwise, for an empty prompt or conversation, or a file that cannot be read or parsed.
 absl::StatusOr<Prompt> ResolvePrompt(const PromptSources& sources, std::istream& stdin_stream);
 
-// Sets the `prompt` oneof of a GenerateRequest, PinRequest or UnpinRequest.
+// The conversation before any user message: the system message (--system or --system_file)
+// and the messages of --messages_file. Empty when none is given.
+absl::StatusOr<v1::Conversation> ResolveConversationStart(const PromptSources& sources,
+                                                          std::istream& stdin_stream);
+
+// The whole content of `path`, or of `stdin_stream` when it is "-".
+absl::StatusOr<std::string> ReadFileOrStdin(const std::string& path, std::istream& stdin_stream);
+
+// Sets the `prompt` oneof of a GenerateRequest, TokenizeRequest, PinRequest or UnpinRequest.
 template <typename Request>
 void SetPrompt(const Prompt& prompt, Request* request) {
-  if (prompt.is_token_ids) {
-    *request->mutable_token_ids()->mutable_ids() = {prompt.token_ids.begin(),
-                                                    prompt.token_ids.end()};
+  if (prompt.is_chat) {
+    *request->mutable_chat() = prompt.chat;
+  } else if (prompt.is_token_ids) {
+    if constexpr (requires { request->mutable_token_ids(); }) {
+      *request->mutable_token_ids()->mutable_ids() = {prompt.token_ids.begin(),
+                                                      prompt.token_ids.end()};
+    }
   } else {
     request->set_text(prompt.text);
   }

@@ -87,6 +87,31 @@ int RunGenerate(const CommandContext& ctx, const v1::GenerateRequest& request) {
   return kExitOk;
 }
 
+int RunTokenize(const CommandContext& ctx, const v1::TokenizeRequest& request) {
+  absl::StatusOr<v1::TokenizeResponse> tokenized = ctx.client.Tokenize(request);
+  if (!tokenized.ok()) return ReportError(ctx, tokenized.status());
+  if (ctx.json) {
+    PrintJsonLine(ctx, TokenizeResponseToJson(*tokenized));
+  } else {
+    ctx.out << FormatTokenize(*tokenized) << std::flush;
+  }
+  return kExitOk;
+}
+
+int RunDetokenize(const CommandContext& ctx, const v1::DetokenizeRequest& request) {
+  absl::StatusOr<v1::DetokenizeResponse> detokenized = ctx.client.Detokenize(request);
+  if (!detokenized.ok()) return ReportError(ctx, detokenized.status());
+  if (ctx.json) {
+    PrintJsonLine(ctx, {{"text", detokenized->text()}});
+    return kExitOk;
+  }
+  const std::string& text = detokenized->text();
+  ctx.out << text;
+  if (ctx.out_is_terminal && (text.empty() || text.back() != '\n')) ctx.out << '\n';
+  ctx.out.flush();
+  return kExitOk;
+}
+
 int RunStats(const CommandContext& ctx) {
   absl::StatusOr<v1::CacheStats> stats = ctx.client.GetStats();
   if (!stats.ok()) return ReportError(ctx, stats.status());

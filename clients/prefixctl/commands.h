@@ -18,7 +18,7 @@ struct CommandContext {
   bool json = false;
   std::ostream& out;  // results
   std::ostream& err;  // errors, and for generate the usage summary (text mode)
-  // generate only: whether `out` is a terminal (then the text gets a final newline).
+  // generate, detokenize: whether `out` is a terminal (then the text gets a final newline).
   bool out_is_terminal = false;
 };
 
@@ -29,6 +29,11 @@ int ReportError(const CommandContext& ctx, const absl::Status& status);
 // summary (cached tokens, timings) and the logprobs if asked for to `err`; JSON mode writes
 // every response as one line. Ctrl-C cancels the call (exit 130).
 int RunGenerate(const CommandContext& ctx, const v1::GenerateRequest& request);
+
+// The rendered prompt and its token ids (FormatTokenize), or one JSON object.
+int RunTokenize(const CommandContext& ctx, const v1::TokenizeRequest& request);
+// The text, verbatim (a newline follows on a terminal), or {"text": ...}.
+int RunDetokenize(const CommandContext& ctx, const v1::DetokenizeRequest& request);
 
 int RunStats(const CommandContext& ctx);
 int RunPin(const CommandContext& ctx, const v1::PinRequest& request);

@@ -52,6 +52,11 @@ nlohmann::ordered_json GenerateResponseToJson(const v1::GenerateResponse& r) {
   return j;
 }
 
+nlohmann::ordered_json TokenizeResponseToJson(const v1::TokenizeResponse& r) {
+  return {{"prompt_text", r.prompt_text()},
+          {"token_ids", std::vector<int32_t>(r.token_ids().begin(), r.token_ids().end())}};
+}
+
 nlohmann::ordered_json CacheStatsToJson(const v1::CacheStats& s) {
   nlohmann::ordered_json namespaces = nlohmann::ordered_json::array();
   for (const v1::NamespaceStats& ns : s.namespaces()) {

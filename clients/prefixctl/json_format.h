@@ -25,6 +25,8 @@ std::string HexBytes(const std::string& bytes);
 // "finish_reason" + "usage" on the last message.
 nlohmann::ordered_json GenerateResponseToJson(const v1::GenerateResponse& response);
 nlohmann::ordered_json UsageToJson(const v1::Usage& usage);
+// {"prompt_text":"...", "token_ids":[...]}
+nlohmann::ordered_json TokenizeResponseToJson(const v1::TokenizeResponse& response);
 nlohmann::ordered_json CacheStatsToJson(const v1::CacheStats& stats);
 // {"sequence":N, "type":"stored"|"removed"|"snapshot_done", ...the event's fields}
 nlohmann::ordered_json CacheEventToJson(const v1::CacheEvent& event);

@@ -10,9 +10,12 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "clients/cpp/command_line.h"
 #include "clients/cpp/prefixd_client.h"
+#include "clients/prefixctl/chat.h"
 #include "clients/prefixctl/cli_args.h"
 #include "clients/prefixctl/commands.h"
 
@@ -28,6 +31,14 @@ ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(), "deadline of each c
 ABSL_FLAG(std::string, prompt, "", "prompt text; - reads standard input");
 ABSL_FLAG(std::string, token_ids, "", "prompt as token ids, e.g. 1,2,3");
 ABSL_FLAG(std::string, shared_namespace, "", "a shared cache namespace granted to the caller");
+// A conversation as the prompt (generate, tokenize, pin, unpin; chat's start).
+ABSL_FLAG(bool, chat, false, "the prompt words are a user message rendered by the chat template");
+ABSL_FLAG(std::string, system, "", "system message of the conversation");
+ABSL_FLAG(std::string, system_file, "", "file holding the system message; - reads stdin");
+ABSL_FLAG(std::string, messages_file, "", "JSON conversation [{role, content}, ...]; - reads stdin");
+ABSL_FLAG(bool, add_generation_prompt, true, "end the rendered prompt with the assistant's header");
+// detokenize.
+ABSL_FLAG(bool, skip_special_tokens, false, "leave special tokens (BOS, ...) out of the text");
 // generate.
 ABSL_FLAG(int, max_tokens, 128, "tokens to generate at most (0: up to the context)");
 ABSL_FLAG(float, temperature, 1.0f, "sampling temperature (0: greedy)");
@@ -55,6 +66,22 @@ Subcommands:
                        queue / first-token / total time) goes to stderr at the end, so
                        `prefixctl generate ... > out.txt` captures only the text. Ctrl-C
                        cancels the request (exit 130).
+  chat                 An interactive conversation: type a message per line (a pipe works
+                       too). Each turn sends the whole conversation, rendered by the model's
+                       chat template, streams the reply to stdout and adds it to the
+                       conversation; then stderr gets a line like
+                         [prompt 812 tokens, 796 cached (98%), 41 tokens out, TTFT 12 ms]
+                       The previous turns come from the prefix cache. /reset forgets the
+                       conversation (but keeps --system and --messages_file), /exit or EOF
+                       (Ctrl-D) ends it, //text sends "/text". Ctrl-C stops the reply being
+                       written (what was shown stays in the conversation); at the "> " prompt
+                       it ends the chat. A turn the server refuses is reported and forgotten.
+  tokenize PROMPT...   The prompt exactly as generate would run it: the rendered text (for a
+                       conversation: the chat template's output, special tokens and all)
+                       between two rules, then its token ids, comma-separated (as
+                       --token_ids takes them).
+  detokenize ID...     Token ids back to text (ids as arguments, "1 2 3" or "1,2,3", or
+                       --token_ids); the text goes to stdout verbatim.
   stats                Cache statistics: hit rate, blocks by state (free, evictable, in use,
                        pinned), insert/evict counters, running and waiting requests, and a
                        table per namespace.
@@ -68,9 +95,28 @@ Subcommands:
   watch                Print block stored/removed events as they happen (first a snapshot of
                        the cache, then live events) until Ctrl-C.
 
-The prompt (generate, pin, unpin) is the words after the subcommand, joined by spaces (use --
-before words that start with -), or --prompt=TEXT (--prompt=- or a lone - reads stdin), or
---token_ids=1,2,3 (token ids, used as given).
+The prompt (generate, tokenize, pin, unpin) is the words after the subcommand, joined by
+spaces (use -- before words that start with -), or --prompt=TEXT (--prompt=- or a lone -
+reads stdin), or --token_ids=1,2,3 (token ids, used as given; not for tokenize).
+
+Or it is a conversation, rendered on the server by the model's chat template, when any of
+--chat, --system, --system_file or --messages_file is given: the system message, then the
+file's messages, then the words (or --prompt), if any, as the user's message.
+  --chat                   the words are the user's message (no system message needed)
+  --system=TEXT            the system message
+  --system_file=FILE       the system message, read from FILE (- reads stdin)
+  --messages_file=FILE     a JSON conversation (- reads stdin), as OpenAI and transformers
+                           write it: [{"role": "system", "content": "..."}, {"role": "user",
+                           "content": "..."}, {"role": "assistant", ...}, ...]; content may be
+                           a string, null or [{"type": "text", "text": "..."}]; tool_calls,
+                           tool_call_id, name and other fields are passed on. Or an object
+                           {"messages": [...], "tools": [...], "add_generation_prompt": b,
+                           "continue_final_message": b, "chat_template_kwargs": {...}}.
+  --noadd_generation_prompt
+                           do not end the prompt with the assistant's header (default: end
+                           with it, except for pin and unpin, whose conversation is a prefix:
+                           `prefixctl pin --system_file=sys.txt` keeps the rendered system
+                           message of every chat that starts with it in the cache)
 
 Flags for every subcommand:
   --target=HOST:PORT       prefixd address (default 127.0.0.1:50051; also unix:/path)
@@ -95,18 +141,31 @@ generate:
   --top_logprobs=N         and its N most likely alternatives (0..20; implies --logprobs)
   --request_id=ID          id the server echoes in responses and logs
   --shared_namespace=NAME  use a shared cache namespace the server grants to the caller
-pin, unpin:
-  --shared_namespace=NAME  as for generate
+chat:
+  the prompt and sampling flags of generate (--system, --system_file, --messages_file: the
+  start of the conversation; --max_tokens, --temperature, --top_k, --top_p, --seed, --stop,
+  --stop_token_ids, --ignore_eos, --request_id (turn N sends ID-N), --shared_namespace);
+  --json prints one object per turn: {"turn", "role", "content", "finish_reason", "usage"}
+detokenize:
+  --skip_special_tokens    leave special tokens (BOS, end of turn, ...) out of the text
+tokenize, pin, unpin:
+  --shared_namespace=NAME  as for generate (tokenize: the namespace whose remembered chat
+                           replies the prompt may reuse, as generate's would)
 health:
   --service=NAME           check one service instead of the whole server
 
 Exit codes: 0 success; 1 the server returned an error (printed as CODE: message); 2 usage
 error (nothing was sent); 3 the server is unavailable (cannot connect, draining, or health
-not SERVING); 130 generate interrupted by Ctrl-C.
+not SERVING); 130 generate interrupted by Ctrl-C. chat: 1 when some turn failed.
 
 Examples:
   prefixctl generate --max_tokens=32 --temperature=0 Once upon a time
   prefixctl --json generate --token_ids=1,2,3 | jq .usage
+  prefixctl generate --system="You are terse." What is a prefix cache?
+  prefixctl tokenize --messages_file=conversation.json
+  prefixctl detokenize 504 17 99
+  prefixctl chat --system_file=system_prompt.txt --max_tokens=256
+  printf 'Hello\nAnd again\n' | prefixctl chat --temperature=0
   prefixctl stats
   prefixctl pin --prompt="$(cat system_prompt.txt)"
   prefixctl watch --json
@@ -123,10 +182,23 @@ const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& Subcom
   static const auto* table = new absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>{
       {"generate",
        {"prompt", "token_ids", "shared_namespace", "max_tokens", "temperature", "top_k", "top_p",
-        "seed", "stop", "stop_token_ids", "ignore_eos", "logprobs", "top_logprobs", "request_id"}},
+        "seed", "stop", "stop_token_ids", "ignore_eos", "logprobs", "top_logprobs", "request_id",
+        "chat", "system", "system_file", "messages_file", "add_generation_prompt"}},
+      {"chat",
+       {"system", "system_file", "messages_file", "shared_namespace", "max_tokens",
+        "temperature", "top_k", "top_p", "seed", "stop", "stop_token_ids", "ignore_eos",
+        "request_id"}},
+      {"tokenize",
+       {"prompt", "chat", "system", "system_file", "messages_file", "add_generation_prompt",
+        "shared_namespace"}},
+      {"detokenize", {"token_ids", "skip_special_tokens"}},
       {"stats", {}},
-      {"pin", {"prompt", "token_ids", "shared_namespace"}},
-      {"unpin", {"prompt", "token_ids", "shared_namespace"}},
+      {"pin",
+       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file",
+        "messages_file", "add_generation_prompt"}},
+      {"unpin",
+       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file",
+        "messages_file", "add_generation_prompt"}},
       {"flush", {}},
       {"health", {"service"}},
       {"watch", {}},
@@ -146,6 +218,16 @@ PromptSources PromptSourcesFromFlags(const CommandLine& command_line) {
   sources.prompt_flag = absl::GetFlag(FLAGS_prompt);
   sources.token_ids_flag_given = command_line.given.contains("token_ids");
   sources.token_ids_flag = absl::GetFlag(FLAGS_token_ids);
+  sources.chat_flag = absl::GetFlag(FLAGS_chat);
+  sources.system_given = command_line.given.contains("system");
+  sources.system = absl::GetFlag(FLAGS_system);
+  sources.system_file_given = command_line.given.contains("system_file");
+  sources.system_file = absl::GetFlag(FLAGS_system_file);
+  sources.messages_file_given = command_line.given.contains("messages_file");
+  sources.messages_file = absl::GetFlag(FLAGS_messages_file);
+  if (command_line.given.contains("add_generation_prompt")) {
+    sources.add_generation_prompt = absl::GetFlag(FLAGS_add_generation_prompt);
+  }
   return sources;
 }
 
@@ -182,6 +264,28 @@ absl::StatusOr<v1::GenerateRequest> GenerateRequestFromFlags(const CommandLine& 
   return request;
 }
 
+// Ids from the arguments ("1 2 3", "1,2,3" or both) or from --token_ids.
+absl::StatusOr<v1::DetokenizeRequest> DetokenizeRequestFromFlags(const CommandLine& command_line) {
+  std::vector<std::string> args(command_line.positional.begin() + 1,
+                                command_line.positional.end());
+  if (command_line.given.contains("token_ids")) args.push_back(absl::GetFlag(FLAGS_token_ids));
+  std::vector<std::string> parts;
+  for (const std::string& arg : args) {
+    for (absl::string_view id : absl::StrSplit(arg, absl::ByAnyChar(", \t\n"), absl::SkipEmpty())) {
+      parts.emplace_back(id);
+    }
+  }
+  if (parts.empty()) {
+    return absl::InvalidArgumentError("no token ids: give them as arguments or --token_ids");
+  }
+  v1::DetokenizeRequest request;
+  absl::StatusOr<std::vector<int32_t>> ids = ParseTokenIds(absl::StrJoin(parts, ","));
+  if (!ids.ok()) return ids.status();
+  *request.mutable_token_ids() = {ids->begin(), ids->end()};
+  request.set_skip_special_tokens(absl::GetFlag(FLAGS_skip_special_tokens));
+  return request;
+}
+
 int Main(int argc, char** argv) {
   absl::StatusOr<CommandLine> command_line = ParseCommandLine(
       argc, argv, {.flag_path_fragment = "clients/prefixctl/", .repeated_flags = {"stop"}});
@@ -193,8 +297,8 @@ int Main(int argc, char** argv) {
   }
   if (command_line->positional.empty()) {
     return UsageError(
-        "no subcommand (generate, stats, pin, unpin, flush, health, watch); "
-        "see prefixctl --help");
+        "no subcommand (generate, chat, tokenize, detokenize, stats, pin, unpin, flush, "
+        "health, watch); see prefixctl --help");
   }
   const std::string& name = command_line->positional[0];
   auto subcommand = Subcommands().find(name);
@@ -206,8 +310,10 @@ int Main(int argc, char** argv) {
       return UsageError(absl::StrCat("flag --", flag, " does not apply to ", name));
     }
   }
-  const bool takes_prompt = name == "generate" || name == "pin" || name == "unpin";
-  if (!takes_prompt && command_line->positional.size() > 1) {
+  const bool takes_prompt =
+      name == "generate" || name == "pin" || name == "unpin" || name == "tokenize";
+  const bool takes_arguments = takes_prompt || name == "detokenize";
+  if (!takes_arguments && command_line->positional.size() > 1) {
     return UsageError(
         absl::StrCat(name, " takes no arguments (got '", command_line->positional[1], "')"));
   }
@@ -237,9 +343,40 @@ int Main(int argc, char** argv) {
   if (name == "flush") return RunFlush(ctx);
   if (name == "health") return RunHealth(ctx, absl::GetFlag(FLAGS_service));
   if (name == "watch") return RunWatch(ctx);
+  if (name == "detokenize") {
+    absl::StatusOr<v1::DetokenizeRequest> request = DetokenizeRequestFromFlags(*command_line);
+    if (!request.ok()) return UsageError(std::string(request.status().message()));
+    return RunDetokenize(ctx, *request);
+  }
+  if (name == "chat") {
+    const PromptSources sources = PromptSourcesFromFlags(*command_line);
+    if (sources.system_file == "-" || sources.messages_file == "-") {
+      return UsageError("chat reads the user's messages from stdin: give files by name");
+    }
+    absl::StatusOr<v1::Conversation> start = ResolveConversationStart(sources, std::cin);
+    if (!start.ok()) return UsageError(std::string(start.status().message()));
+    absl::StatusOr<v1::GenerateRequest> request = GenerateRequestFromFlags(*command_line, Prompt());
+    if (!request.ok()) return UsageError(std::string(request.status().message()));
+    ChatOptions options{.start = *std::move(start),
+                        .request = *std::move(request),
+                        .in_is_terminal = isatty(STDIN_FILENO) == 1};
+    return RunChat(ctx, std::cin, options);
+  }
 
   absl::StatusOr<Prompt> prompt = ResolvePrompt(PromptSourcesFromFlags(*command_line), std::cin);
   if (!prompt.ok()) return UsageError(std::string(prompt.status().message()));
+  if (name == "tokenize") {
+    if (prompt->is_token_ids) return UsageError("tokenize takes text or a conversation");
+    v1::TokenizeRequest request;
+    SetPrompt(*prompt, &request);
+    request.set_shared_namespace(absl::GetFlag(FLAGS_shared_namespace));
+    return RunTokenize(ctx, request);
+  }
+  // A conversation pinned is a prefix of later ones: no assistant header at its end.
+  if ((name == "pin" || name == "unpin") && prompt->is_chat &&
+      !prompt->chat.has_add_generation_prompt()) {
+    prompt->chat.set_add_generation_prompt(false);
+  }
   if (name == "generate") {
     absl::StatusOr<v1::GenerateRequest> request = GenerateRequestFromFlags(*command_line, *prompt);
     if (!request.ok()) return UsageError(std::string(request.status().message()));

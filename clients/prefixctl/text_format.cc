@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "clients/prefixctl/json_format.h"
 
 namespace prefixd::ctl {
@@ -31,6 +32,25 @@ std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& u) {
       FinishReasonName(finish_reason), u.prompt_tokens(), u.cached_tokens(),
       Percent(u.cached_tokens(), u.prompt_tokens()), u.completion_tokens(), u.queue_seconds() * 1e3,
       u.time_to_first_token_seconds() * 1e3, u.total_seconds() * 1e3);
+}
+
+std::string FormatChatUsage(const v1::Usage& u) {
+  const std::string share =
+      u.prompt_tokens() > 0
+          ? absl::StrFormat("%d%%", static_cast<int>(100.0 * u.cached_tokens() / u.prompt_tokens()))
+          : "-";
+  return absl::StrFormat("[prompt %d tokens, %d cached (%s), %d tokens out, TTFT %.0f ms]",
+                         u.prompt_tokens(), u.cached_tokens(), share, u.completion_tokens(),
+                         u.time_to_first_token_seconds() * 1e3);
+}
+
+std::string FormatTokenize(const v1::TokenizeResponse& r) {
+  std::string out = absl::StrFormat("--- prompt text (%d bytes) ---\n%s", r.prompt_text().size(),
+                                    r.prompt_text());
+  if (out.back() != '\n') out += '\n';
+  absl::StrAppendFormat(&out, "--- %d token ids ---\n%s\n", r.token_ids_size(),
+                        absl::StrJoin(r.token_ids(), ","));
+  return out;
 }
 
 std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs) {

@@ -14,6 +14,18 @@ namespace prefixd::ctl {
 // tokens | queue 0.2 ms, first token 9.1 ms, total 61.0 ms".
 std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& usage);
 
+// The summary `prefixctl chat` prints after each reply, e.g. "[prompt 812 tokens, 796 cached
+// (98%), 41 tokens out, TTFT 12 ms]" (TTFT as the server measured it).
+std::string FormatChatUsage(const v1::Usage& usage);
+
+// The rendered prompt verbatim between two rules, then its token ids, comma-separated (as
+// --token_ids takes them):
+//   --- prompt text (57 bytes) ---
+//   <|begin_of_text|>...
+//   --- 12 token ids ---
+//   504,17,...
+std::string FormatTokenize(const v1::TokenizeResponse& response);
+
 // A table of the chosen tokens' logprobs and their top alternatives.
 std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs);
 

@@ -20,7 +20,7 @@ inline std::string TestModelDir() { return PREFIXD_TEST_MODEL_DIR; }
 // null).
 inline std::unique_ptr<Engine> MakeEngineOn(std::unique_ptr<Backend> backend,
                                             const std::string& model_dir, EngineOptions options) {
-  absl::StatusOr<LoadedModel> model = LoadModel(model_dir, "", *backend);
+  absl::StatusOr<LoadedModel> model = LoadModel(model_dir, {}, *backend);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return nullptr;
   absl::StatusOr<std::unique_ptr<Engine>> engine =

@@ -327,6 +327,40 @@ TEST(ModelConfigTest, LoadModelConfigReadsFolder) {
   EXPECT_THAT(c.status().message(), HasSubstr(dir + "/config.json"));
 }
 
+// Llama 3 Instruct ends its turns with <|eot_id|>, which only generation_config.json names.
+TEST(ModelConfigTest, GenerationConfigEosTokensJoinTheStopSet) {
+  const std::string dir =
+      ::testing::TempDir() + "generation_config_test_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << kLlama31V4;
+  std::ofstream(dir + "/generation_config.json")
+      << R"({"bos_token_id": 128000, "do_sample": true, "eos_token_id": [128001, 128009],
+             "temperature": 0.6, "top_p": 0.9})";
+  absl::StatusOr<ModelConfig> c = LoadModelConfig(dir);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->eos_token_ids, ElementsAre(128001, 128008, 128009));
+
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": 7})";
+  c = LoadModelConfig(dir);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->eos_token_ids, ElementsAre(128001, 128008, 128009, 7));
+
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": [128001, 200000]})";
+  c = LoadModelConfig(dir);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(dir + "/generation_config.json"));
+  EXPECT_THAT(c.status().message(), HasSubstr("200000"));
+
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": "</s>"})";
+  c = LoadModelConfig(dir);
+  EXPECT_THAT(c.status().message(), HasSubstr("eos_token_id must be an integer"));
+
+  std::ofstream(dir + "/generation_config.json") << "[1, 2";
+  c = LoadModelConfig(dir);
+  EXPECT_THAT(c.status().message(), HasSubstr(dir + "/generation_config.json: invalid JSON"));
+  std::filesystem::remove_all(dir);
+}
+
 // ---- RoPE frequencies ----
 
 TEST(RopeInvFreqTest, DefaultRopeIsThetaToTheMinusTwoJOverD) {

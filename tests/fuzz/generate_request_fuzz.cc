@@ -7,7 +7,8 @@
 
 #include "base/check.h"
 #include "engine/request.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
 #include "prefixd/v1/generation.pb.h"
 #include "service/convert.h"
 
@@ -23,14 +24,31 @@ const prefixd::Tokenizer* Tok() {
   return t;
 }
 
+// A Llama-3 style template, so that chat prompts are rendered and tokenized too.
+const prefixd::ChatTemplate* Chat() {
+  static const prefixd::ChatTemplate* t = [] {
+    auto chat = prefixd::ChatTemplate::Create(
+        {{"default",
+          "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+          "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+          "{% endif %}"}},
+        {{"bos_token", "<|begin_of_text|>"}}, "fuzz template");
+    PREFIXD_CHECK(chat.ok(), chat.status().ToString());
+    return chat->release();
+  }();
+  return t;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   prefixd::v1::GenerateRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  auto converted = prefixd::ToGenerationRequest(request, Tok());
+  auto converted = prefixd::ToGenerationRequest(request, prefixd::PromptEncoder{Tok(), Chat()});
   if (!converted.ok()) {
-    PREFIXD_CHECK(converted.status().code() == absl::StatusCode::kInvalidArgument,
+    PREFIXD_CHECK(converted.status().code() == absl::StatusCode::kInvalidArgument ||
+                      converted.status().code() == absl::StatusCode::kResourceExhausted,
                   converted.status().ToString());
     return 0;
   }

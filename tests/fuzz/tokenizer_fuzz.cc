@@ -8,7 +8,7 @@
 #include <string>
 
 #include "base/check.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
