@@ -33,6 +33,7 @@ ABSL_FLAG(std::string, workload, "shared-prefix", "shared-prefix or multi-turn")
 ABSL_FLAG(std::string, preset, "default", "workload preset");
 ABSL_FLAG(int, conversations, 0, "C: conversations (multi-turn)");
 ABSL_FLAG(int, turns, 0, "T: turns per conversation (multi-turn)");
+ABSL_FLAG(double, temperature, 0, "sampling temperature of the replies (multi-turn; 0: greedy)");
 ABSL_FLAG(int, num_groups, 0, "G: groups (system prompts)");
 ABSL_FLAG(int, prompts_per_group, 0, "P: prompts per group");
 ABSL_FLAG(int, system_prompt_len, 0, "S: system prompt tokens");
@@ -64,10 +65,11 @@ constexpr char kHelp[] =
 
 Usage: prefix-bench [flags]
 
---workload=shared-prefix (the default) follows SGLang's generated-shared-prefix benchmark: G groups × P prompts; each
-prompt is its group's system prompt (S tokens) plus a unique question (Q tokens), and asks
-for O output tokens (greedy, ignore_eos). Prompts are random token ids from a seeded RNG and
-are sent in a seeded random order, so a seed names one exact workload.
+--workload=shared-prefix (the default) follows SGLang's generated-shared-prefix benchmark:
+G groups × P prompts; each prompt is its group's system prompt (S tokens) plus a unique
+question (Q tokens), and asks for O output tokens (greedy, ignore_eos). Prompts are random
+token ids from a seeded RNG and are sent in a seeded random order, so a seed names one exact
+workload.
 
 Prints requests/s, input and output tokens/s, time to first token, inter-token latency, time
 per output token and end-to-end latency (mean, p50, p90, p99, max in ms), the prefix hit rate
@@ -78,18 +80,19 @@ error, 3 server unavailable.
 --workload=multi-turn plays C conversations of T turns through the chat path
 (GenerateRequest.chat, rendered by the model's chat template). Every conversation starts
 with the same system message of about S tokens (none when S is 0); each turn adds a user
-message of about Q tokens of random words and asks for O tokens (greedy, ignore_eos); the
-reply text goes back as the assistant's message. Conversations run side by side (at most
---concurrency), each one's turns in order. Message lengths are sized with the Tokenize
-RPC; each turn's prompt ids come from Tokenize on the same conversation, the generated ids
-from the stream, and the block size from GetStats. Besides the figures above it reports, per
-turn, the hit rate achieved next to the ideal: every full block of the previous turn's
-prompt and reply that the new prompt repeats (the common prefix of the previous prompt ++
-generated ids and the new prompt; the last generated token never has KV, so at most prompt
-+ reply - 1 tokens); the first turn can share only the system message with conversations
-started before it. Separately: the ideal if the reply's text re-tokenized to exactly the
-generated ids, how many replies did not (the server's prompt leaves the cached path where
-they differ), and the cached tokens that cost, with examples.
+message of about Q tokens of random words and asks for O tokens (ignore_eos; greedy unless
+--temperature is given); the reply text goes back as the assistant's message. Conversations
+run side by side (at most --concurrency), each one's turns in order. Message lengths are
+sized with the Tokenize RPC; each turn's prompt ids come from Tokenize on the same
+conversation, the generated ids from the stream, and the block size from GetStats.
+Besides the figures above it reports, per turn, the hit rate achieved next to the ideal:
+every full block of the previous turn's prompt and reply that the new prompt repeats (the
+common prefix of the previous prompt ++ generated ids and the new prompt; the last
+generated token never has KV, so at most prompt + reply - 1 tokens); the first turn can
+share only the system message with conversations started before it. Separately: the ideal
+if the reply's text re-tokenized to exactly the generated ids, how many replies did not
+(the server's prompt leaves the cached path where they differ), where they parted, and the
+cached tokens that cost, with examples.
 
 Server:
   --target=HOST:PORT       prefixd address (default 127.0.0.1:50051)
@@ -112,6 +115,9 @@ Workload:
   (multi-turn), --system_prompt_len=S (multi-turn: 0 for none) --question_len=Q
   --output_len=O           override the preset's value
   --seed=N                 seed of prompts, order and arrival times (default 1)
+  --temperature=T          multi-turn: sample the replies at T, with a seed per turn drawn
+                           from --seed (default 0: greedy). A random-weights model's greedy
+                           replies can be all whitespace, which chat templates trim away
   --vocab_size=N           vocabulary size of the served model (default 512, the test model)
   --max_token_id=N         largest token id drawn, to avoid special tokens (default 503; for
                            Llama 3: --vocab_size=128256 --max_token_id=127999); the
@@ -251,7 +257,7 @@ void WarnIfCached(const ClientOptions& no_cache_options, const BenchReport& with
 }
 
 int SharedPrefixMain(const CommandLine& command_line, const CommonOptions& common) {
-  for (const char* flag : {"conversations", "turns"}) {
+  for (const char* flag : {"conversations", "turns", "temperature"}) {
     if (command_line.given.contains(flag)) {
       return UsageError(absl::StrCat("--", flag, " applies to --workload=multi-turn only"));
     }
@@ -332,9 +338,9 @@ struct MultiTurnOutput {
 };
 
 MultiTurnOutput RunMultiTurnAgainst(const ClientOptions& client_options,
-                                    const MultiTurnShape& shape, const CommonOptions& common,
-                                    bool flush, const std::string& progress_label,
-                                    const std::string& title) {
+                                    const MultiTurnShape& shape, double temperature,
+                                    const CommonOptions& common, bool flush,
+                                    const std::string& progress_label, const std::string& title) {
   MultiTurnOutput out;
   PrefixdClient client(client_options);
   absl::StatusOr<ServingStatus> health = client.CheckHealth();
@@ -367,6 +373,7 @@ MultiTurnOutput RunMultiTurnAgainst(const ClientOptions& client_options,
       GenerateMultiTurnWorkload(shape, common.seed, out.tokens_per_word);
   MultiTurnRunOptions options;
   options.output_len = shape.output_len;
+  options.temperature = static_cast<float>(temperature);
   options.concurrency = common.concurrency;
   options.conversation_rate = common.request_rate;
   options.seed = common.seed;
@@ -405,19 +412,21 @@ int MultiTurnMain(const CommandLine& command_line, const CommonOptions& common) 
   if (absl::Status s = ValidateMultiTurnShape(*shape); !s.ok()) {
     return UsageError(std::string(s.message()));
   }
+  const double temperature = absl::GetFlag(FLAGS_temperature);
+  if (!(temperature >= 0)) return UsageError("--temperature must be >= 0");
 
   const MultiTurnShape& s = *shape;
   std::cout << absl::StrFormat(
       "prefix-bench: multi-turn, %d conversations × %d turns (S=%d system, Q=%d question, O=%d "
-      "output tokens), seed %d; conversation rate %s, concurrency %s\n",
-      s.conversations, s.turns, s.system_prompt_len, s.question_len, s.output_len, common.seed,
+      "output tokens, %s), seed %d; conversation rate %s, concurrency %s\n",
+      s.conversations, s.turns, s.system_prompt_len, s.question_len, s.output_len,
+      temperature > 0 ? absl::StrCat("temperature ", temperature) : "greedy", common.seed,
       std::isinf(common.request_rate) ? "inf" : absl::StrCat(common.request_rate),
       common.concurrency > 0 ? absl::StrCat(common.concurrency) : "unlimited");
 
-  MultiTurnOutput with_cache =
-      RunMultiTurnAgainst(common.client, s, common, common.flush,
-                          common.progress ? "prefix cache" : "",
-                          absl::StrCat("prefix-bench: ", common.client.target));
+  MultiTurnOutput with_cache = RunMultiTurnAgainst(
+      common.client, s, temperature, common, common.flush, common.progress ? "prefix cache" : "",
+      absl::StrCat("prefix-bench: ", common.client.target));
   if (with_cache.exit_code == kExitUnavailable) return with_cache.exit_code;
 
   nlohmann::ordered_json config = {
@@ -428,6 +437,7 @@ int MultiTurnMain(const CommandLine& command_line, const CommonOptions& common) 
       {"system_prompt_len", s.system_prompt_len},
       {"question_len", s.question_len},
       {"output_len", s.output_len},
+      {"temperature", temperature},
       {"num_requests", s.num_requests()},
       {"tokens_per_word", with_cache.tokens_per_word},
       {"system_prompt_words", WordsForTokens(s.system_prompt_len, with_cache.tokens_per_word)},
@@ -444,7 +454,8 @@ int MultiTurnMain(const CommandLine& command_line, const CommonOptions& common) 
     ClientOptions no_cache_options = common.client;
     no_cache_options.target = absl::GetFlag(FLAGS_target_no_cache);
     MultiTurnOutput without_cache = RunMultiTurnAgainst(
-        no_cache_options, s, common, /*flush=*/false, common.progress ? "no cache" : "",
+        no_cache_options, s, temperature, common, /*flush=*/false,
+        common.progress ? "no cache" : "",
         absl::StrCat("prefix-bench: ", no_cache_options.target, " (no prefix cache)"));
     if (without_cache.exit_code == kExitUnavailable) return without_cache.exit_code;
     WarnIfCached(no_cache_options, without_cache.report);

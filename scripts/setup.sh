@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime
   python3 python3-grpcio python3-protobuf  # example Python client and its test
+  python3-jinja2  # the Jinja differential test (tests/tokenizer/jinja_differential_test.py)
   prometheus chromium  # metrics and dashboard tests (a real scraper and a headless browser)
   openssl  # the TLS tests make their certificates at test time
 )

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "service/convert.h"
+
 namespace prefixd {
 
 std::string ReplyMemory::Key(const CacheNamespace& ns, std::string_view prompt_text) {
@@ -68,20 +70,30 @@ std::optional<std::vector<TokenId>> AssembleWithReply(const Tokenizer& tokenizer
   if (!text.starts_with(previous_prompt_text)) return std::nullopt;
   const std::string_view rest = text.substr(previous_prompt_text.size());
   // The reply's text as the client received it: decoded in the prompt's context, special
-  // tokens skipped. A token counts only once all its bytes are out and they match `rest`.
+  // tokens skipped, bytes that are not UTF-8 replaced by U+FFFD (a text field cannot carry
+  // them; the decoder never splits a character, so replacing per delta is the same as per
+  // message). A token counts only once all its bytes are out and they match `rest`.
   StreamDecoder decoder(tokenizer, /*skip_special_tokens=*/true, turn.prompt_ids);
   size_t matched_tokens = 0;
   size_t matched_bytes = 0;
   size_t emitted = 0;
-  for (size_t i = 0; i < turn.reply_ids.size(); ++i) {
-    const TokenId id = turn.reply_ids[i];
-    if (tokenizer.IsSpecial(id)) break;  // the client never saw it as text
-    const std::string delta = decoder.Push(id);
+  // Special tokens carry no text for the client: the model generated them, so they stay.
+  size_t i = 0;
+  for (; i < turn.reply_ids.size(); ++i) {
+    const std::string delta = SanitizeUtf8(decoder.Push(turn.reply_ids[i]));
     if (rest.substr(emitted, delta.size()) != delta) break;
     emitted += delta.size();
     if (!decoder.holds_back()) {
       matched_tokens = i + 1;
       matched_bytes = emitted;
+    }
+  }
+  if (i == turn.reply_ids.size() && decoder.holds_back()) {
+    // The stream's end flushed what was held back.
+    const std::string delta = SanitizeUtf8(decoder.Finish());
+    if (rest.substr(emitted, delta.size()) == delta) {
+      matched_tokens = i;
+      matched_bytes = emitted + delta.size();
     }
   }
   if (matched_tokens == 0) return std::nullopt;

@@ -64,8 +64,9 @@ class ReplyMemory {
 
 // The ids of `text` (rendered by a chat template) when the turn remembered for
 // `previous_prompt_text`, a prefix of `text`, is reused: that turn's prompt ids, then its
-// reply ids as long as their decoded text matches `text` token for token (a special token
-// or a mismatch ends the run), then the tokenization of the rest without special tokens.
+// reply ids as long as their decoded text (as the client received it: special tokens
+// skipped, invalid UTF-8 as U+FFFD) matches `text` token for token, then the tokenization
+// of the rest without special tokens.
 // Returns nothing when not even one reply token matches.
 std::optional<std::vector<TokenId>> AssembleWithReply(const Tokenizer& tokenizer,
                                                       const ReplyMemory::Turn& turn,

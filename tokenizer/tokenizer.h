@@ -11,10 +11,21 @@
 // when add_special_tokens is set. A component or option outside this set is refused at
 // load time with an error naming it, never silently ignored.
 //
-// Encode matches Hugging Face tokenizers. Decode differs in one deliberate way: bytes that
-// are not valid UTF-8 (from byte-level or <0xXX> tokens) are returned as they are, not as
-// U+FFFD, so that any byte string round-trips; a caller that needs valid UTF-8 (a
-// protobuf string field) must replace them itself.
+// Encode matches Hugging Face tokenizers (with the regex caveats in tokenizer_regex.h);
+// tests/tokenizer/hf_parity checks both directions against the library itself on real
+// vocabularies. Decode matches it wherever the result is valid UTF-8. Where it is not,
+// Decode differs on purpose: it returns the bytes as they are, so that any byte string
+// round-trips, and a caller that needs valid UTF-8 (a protobuf string field) must
+// replace them itself. Hugging Face replaces them, and not always as a lossy UTF-8
+// conversion of these bytes would:
+//   ByteLevel decoder (Llama 3, Qwen): each maximal invalid sequence in the whole text
+//     becomes one U+FFFD (Rust's from_utf8_lossy) — the same as a lossy conversion of
+//     Decode's bytes.
+//   ByteFallback decoder (<0xXX> tokens: Llama 2, Gemma): each run of consecutive <0xXX>
+//     tokens (any other token, an added one too, ends a run) whose bytes are not valid
+//     UTF-8 together becomes one U+FFFD per token, even for the characters the run does
+//     spell: <0xE4><0xBD><0xA0><0xFF> is "你\xFF" here and four U+FFFD there; <0xFF><0x41>
+//     is "\xFFA" here and two U+FFFD there.
 #ifndef PREFIXD_TOKENIZER_TOKENIZER_H_
 #define PREFIXD_TOKENIZER_TOKENIZER_H_
 

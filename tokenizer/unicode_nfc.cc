@@ -1,18 +1,55 @@
 // NFC as UAX #15 defines it: full canonical decomposition, canonical ordering of
-// combining marks, then canonical composition. tokenizer/unicode_nfc_data.inc holds the
-// tables; it is written by this script (Python 3, whose unicodedata sets the version):
+// combining marks, then canonical composition.
 //
-//   import unicodedata as u
+// The data is Unicode 9.0.0's, not the current version's: Hugging Face tokenizers
+// normalizes with the unicode-normalization-alignments crate, whose tables are 9.0.0's, so
+// a mark added since (U+0898..U+089F, U+1AC1.., U+1DF6..) is a starter there (combining
+// class 0): it blocks composition and is not reordered; a composite added since (U+11938
+// DIVES AKURU VOWEL SIGN O) is not composed. Models were trained on that reading.
+// tokenizer/unicode_nfc_data.inc holds the tables; this script (Python 3) writes it from
+// Debian's unicode-data package (any version since 9.0.0: data of characters that already
+// existed never changes), keeping the characters of Unicode 9.0.0 or older:
+//
+//   ucd = '/usr/share/unicode/'
+//   def ranges(name, prop=None):
+//     for line in open(ucd + name):
+//       f = [x.strip() for x in line.split('#')[0].split(';')]
+//       if len(f) < 2 or (prop and f[1] != prop): continue
+//       lo, _, hi = f[0].partition('..')
+//       yield int(lo, 16), int(hi or lo, 16), f[1]
+//   old = set()
+//   for lo, hi, age in ranges('DerivedAge.txt'):
+//     if tuple(map(int, age.split('.'))) <= (9, 0): old.update(range(lo, hi + 1))
+//   excluded = set()
+//   for lo, hi, _ in ranges('DerivedNormalizationProps.txt', 'Full_Composition_Exclusion'):
+//     excluded.update(range(lo, hi + 1))
 //   ccc, dec = [], []
-//   for cp in range(0x110000):
-//     c = u.combining(chr(cp))
+//   for line in open(ucd + 'UnicodeData.txt'):
+//     f = line.split(';')
+//     cp, c, d = int(f[0], 16), int(f[3]), f[5]
+//     if cp not in old: continue
 //     if c and ccc and ccc[-1][1] == cp - 1 and ccc[-1][2] == c: ccc[-1][1] = cp
 //     elif c: ccc.append([cp, cp, c])
-//     d = u.decomposition(chr(cp))
 //     if d and not d.startswith('<'):
 //       p = [int(x, 16) for x in d.split()] + [0]
-//       dec.append((cp, p[0], p[1], int(p[1] != 0 and u.normalize('NFC', chr(cp)) == chr(cp))))
-//   # then print ccc as {first, last, class} and dec as {cp, first, second, composes}
+//       dec.append((cp, p[0], p[1], int(p[1] != 0 and cp not in excluded)))
+//   def emit(items):
+//     line = '   '
+//     for item in items:
+//       if len(line) + 1 + len(item) > 100: print(line); line = '   '
+//       line += ' ' + item
+//     print(line)
+//   print('// Canonical combining classes other than 0: {first, last, class}, sorted.')
+//   print('constexpr CombiningClassRange kCombiningClasses[] = {')
+//   emit(['{0x%X, 0x%X, %d},' % tuple(r) for r in ccc])
+//   print('};')
+//   print()
+//   print('// Canonical decompositions (one level; Hangul syllables are algorithmic):')
+//   print('// {code point, first, second or 0, whether NFC composes first + second back}.')
+//   print('constexpr Decomposition kDecompositions[] = {')
+//   emit(['{0x%X, 0x%X, 0x%X, %d},' % r for r in dec])
+//   print('};')
+//   # then put the comment at the top of unicode_nfc_data.inc back above its output
 #include "tokenizer/unicode_nfc.h"
 
 #include <algorithm>

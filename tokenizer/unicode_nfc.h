@@ -1,5 +1,5 @@
 // tokenizer/unicode_nfc.h — Unicode Normalization Form C, for tokenizers whose normalizer is
-// "NFC" (Qwen2). The tables are generated from the Unicode Character Database.
+// "NFC" (Qwen2). The tables are Unicode 9.0.0's, as in Hugging Face tokenizers (unicode_nfc.cc).
 #ifndef PREFIXD_TOKENIZER_UNICODE_NFC_H_
 #define PREFIXD_TOKENIZER_UNICODE_NFC_H_
 

@@ -29,7 +29,8 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr char kUsage[] = R"(render-template: render Jinja2 chat templates with prefixd's interpreter.
+constexpr char kUsage[] =
+    R"(render-template: render Jinja2 chat templates with prefixd's interpreter.
 
   render-template < cases.jsonl
       Reads one JSON object per line:
@@ -191,7 +192,8 @@ int RunJsonLines() {
     } else {
       Json variables = request.value("variables", Json::object());
       std::optional<std::string> now;
-      if (request.contains("now") && request["now"].is_string()) now = request["now"].get<std::string>();
+      if (request.contains("now") && request["now"].is_string())
+        now = request["now"].get<std::string>();
       Outcome outcome = RenderOne(request["template"].get<std::string>(), variables, now);
       if (outcome.output.has_value()) {
         reply["output"] = *outcome.output;
@@ -201,8 +203,7 @@ int RunJsonLines() {
       }
     }
     // Invalid UTF-8 in an output is itself a mismatch: it shows as U+FFFD, not a throw.
-    std::cout << reply.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n'
-              << std::flush;
+    std::cout << reply.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n' << std::flush;
   }
   return 0;
 }

@@ -5,11 +5,13 @@
 //   {"text": "...", "add_special_tokens": true}         -> {"ids": [...]}
 //   {"decode": [ids], "skip_special_tokens": false}     -> {"hex": "68656c6c6f"}
 //       (Decode's bytes in hex: they may be invalid UTF-8, which JSON cannot carry)
-//   {"bench": ["...", ...], "add_special_tokens": false} -> {"tokens": N, "seconds": S}
-//       (encodes the texts one after another on this thread; S excludes parsing)
+//   {"bench": ["...", ...], "add_special_tokens": false}
+//       -> {"tokens": N, "seconds": S, "cpu_seconds": C}
+//       (encodes the texts one after another on this thread; S and C exclude parsing)
 // A line that is not such a request gets {"error": "..."} and the tool goes on.
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -52,9 +54,11 @@ Json Answer(const Tokenizer& tokenizer, const Json& request) {
     const auto texts = it->get<std::vector<std::string>>();
     size_t tokens = 0;
     const auto start = std::chrono::steady_clock::now();
+    const std::clock_t cpu_start = std::clock();
     for (const std::string& text : texts) tokens += tokenizer.Encode(text, add_special).size();
+    const double cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-    return {{"tokens", tokens}, {"seconds", seconds.count()}};
+    return {{"tokens", tokens}, {"seconds", seconds.count()}, {"cpu_seconds", cpu_seconds}};
   }
   return {{"error", R"(expected "text", "decode" or "bench")"}};
 }

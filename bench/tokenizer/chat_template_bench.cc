@@ -65,10 +65,10 @@ jinja::Template ParseOrDie(const std::string& source) {
 // Deterministic prose of about `length` characters, different for each `seed`.
 std::string Prose(int seed, size_t length) {
   static const char* const kWords[] = {
-      "the",    "cache",   "prefix", "request", "model",   "token",  "block",  "weather",
-      "Paris",  "answer",  "could",  "should",  "please",  "which",  "between", "degrees",
-      "latency", "server", "batch",  "context", "window",  "memory", "\"quoted\"", "naïve",
-      "résumé", "über",    "42",     "3.14",    "(see below)", "e.g.", "tomorrow", "today"};
+      "the",     "cache",  "prefix", "request", "model",       "token",  "block",      "weather",
+      "Paris",   "answer", "could",  "should",  "please",      "which",  "between",    "degrees",
+      "latency", "server", "batch",  "context", "window",      "memory", "\"quoted\"", "naïve",
+      "résumé",  "über",   "42",     "3.14",    "(see below)", "e.g.",   "tomorrow",   "today"};
   constexpr int kWordCount = sizeof(kWords) / sizeof(kWords[0]);
   std::string out;
   uint32_t state = 2166136261u ^ static_cast<uint32_t>(seed);
@@ -107,19 +107,12 @@ Json Conversation(int n) {
   messages.push_back({{"role", "system"}, {"content", Prose(0, 200)}});
   for (int i = 1; i < n; ++i) {
     if (n >= 4 && i == 2) {
-      messages.push_back(
-          {{"role", "assistant"},
-           {"content", ""},
-           {"tool_calls",
-            Json::array({{{"id", "call_0001"},
-                          {"type", "function"},
-                          {"function",
-                           {{"name", "get_current_weather"},
-                            {"arguments", {{"location", "Paris, France"}, {"unit", "celsius"}}}}}}})}});
+      messages.push_back(Json::parse(R"({"role": "assistant", "content": "", "tool_calls": [
+          {"id": "call_0001", "type": "function", "function": {"name": "get_current_weather",
+           "arguments": {"location": "Paris, France", "unit": "celsius"}}}]})"));
     } else if (n >= 4 && i == 3) {
-      messages.push_back({{"role", "tool"},
-                          {"tool_call_id", "call_0001"},
-                          {"content", R"({"temperature": 22, "unit": "celsius", "sky": "clear"})"}});
+      messages.push_back(Json::parse(R"({"role": "tool", "tool_call_id": "call_0001",
+          "content": "{\"temperature\": 22, \"unit\": \"celsius\", \"sky\": \"clear\"}"})"));
     } else {
       // Odd positions are users, with or without the tool exchange at 2 and 3.
       const bool user = i % 2 == 1;

@@ -37,9 +37,12 @@ nlohmann::ordered_json TurnStatsToJson(const TurnStats& s) {
           {"achieved_over_ideal", s.achieved_over_ideal()},
           {"compared", s.compared},
           {"retokenization_mismatches", s.retokenization_mismatches},
-          {"retokenization_mismatch_rate",
-           Ratio(static_cast<double>(s.retokenization_mismatches), static_cast<double>(s.compared))},
+          {"retokenization_mismatch_rate", Ratio(static_cast<double>(s.retokenization_mismatches),
+                                                 static_cast<double>(s.compared))},
           {"retokenization_lost_tokens", s.retokenization_lost_tokens},
+          {"diverged_before_reply", s.diverged_before_reply},
+          {"diverged_at_reply_start", s.diverged_at_reply_start},
+          {"diverged_in_reply", s.diverged_in_reply},
           {"below_ideal", s.below_ideal},
           {"tokenize_disagreements", s.tokenize_disagreements},
           {"ttft_ms", DistributionToJson(s.ttft_ms)}};
@@ -55,6 +58,9 @@ void Accumulate(const TurnStats& from, TurnStats* into) {
   into->compared += from.compared;
   into->retokenization_mismatches += from.retokenization_mismatches;
   into->retokenization_lost_tokens += from.retokenization_lost_tokens;
+  into->diverged_before_reply += from.diverged_before_reply;
+  into->diverged_at_reply_start += from.diverged_at_reply_start;
+  into->diverged_in_reply += from.diverged_in_reply;
   into->tokenize_disagreements += from.tokenize_disagreements;
   into->below_ideal += from.below_ideal;
 }
@@ -169,6 +175,14 @@ MultiTurnReport BuildMultiTurnReport(const std::vector<TurnRecord>& records, int
       if (!a.ideal.retokenized_identically) {
         ++stats.retokenization_mismatches;
         stats.retokenization_lost_tokens += a.ideal.ideal_exact_cached - a.ideal.ideal_cached;
+        const int offset = a.ideal.common - static_cast<int>(prev->second->prompt_ids.size());
+        if (offset < 0) {
+          ++stats.diverged_before_reply;
+        } else if (offset == 0) {
+          ++stats.diverged_at_reply_start;
+        } else {
+          ++stats.diverged_in_reply;
+        }
         if (static_cast<int>(report.examples.size()) < kMaxExamples) {
           const TurnRecord& p = *prev->second;
           std::vector<int32_t> previous = p.prompt_ids;
@@ -199,10 +213,10 @@ MultiTurnReport BuildMultiTurnReport(const std::vector<TurnRecord>& records, int
 }
 
 std::string FormatMultiTurnReport(const MultiTurnReport& r) {
-  std::string out =
-      absl::StrFormat("Prefix reuse by turn (block size %d tokens; ideal: every full block of the "
-                      "previous turn's prompt and reply that the new prompt repeats)\n",
-                      r.block_size);
+  std::string out = absl::StrFormat(
+      "Prefix reuse by turn (block size %d tokens; ideal: every full block of the "
+      "previous turn's prompt and reply that the new prompt repeats)\n",
+      r.block_size);
   absl::StrAppendFormat(&out, "%-5s %5s %8s %8s %9s %9s %9s %9s %11s %8s %9s\n", "turn", "reqs",
                         "prompt", "cached", "achieved", "ideal", "ach/ideal", "if exact",
                         "retok diff", "lost", "TTFT p50");
@@ -224,14 +238,22 @@ std::string FormatMultiTurnReport(const MultiTurnReport& r) {
                         Percent(t.achieved_hit_rate()), Percent(t.ideal_hit_rate()),
                         Percent(t.ideal_exact_hit_rate()));
   absl::StrAppendFormat(
-      &out, "%-34s %d of %d replies (%s) came back as other ids; %d cached tokens lost (%s of "
-            "the prompt tokens)\n",
+      &out,
+      "%-34s %d of %d replies (%s) came back as other ids; %d cached tokens lost (%s of "
+      "the prompt tokens)\n",
       "Re-tokenized replies differ:", t.retokenization_mismatches, t.compared,
-      Percent(Ratio(static_cast<double>(t.retokenization_mismatches),
-                    static_cast<double>(t.compared))),
+      Percent(
+          Ratio(static_cast<double>(t.retokenization_mismatches), static_cast<double>(t.compared))),
       t.retokenization_lost_tokens,
       Percent(Ratio(static_cast<double>(t.retokenization_lost_tokens),
                     static_cast<double>(t.prompt_tokens))));
+  if (t.retokenization_mismatches > 0) {
+    absl::StrAppendFormat(&out,
+                          "%-34s %d at the reply's first token, %d further into the reply, %d "
+                          "before the reply\n",
+                          "  where they parted:", t.diverged_at_reply_start, t.diverged_in_reply,
+                          t.diverged_before_reply);
+  }
   for (const RetokenizationExample& e : r.examples) {
     absl::StrAppendFormat(&out,
                           "  conversation %d turn %d: at token %d of the previous reply (%d "
@@ -289,9 +311,12 @@ nlohmann::ordered_json MultiTurnReportToJson(const MultiTurnReport& r) {
                         {"generated", e.generated},
                         {"retokenized", e.retokenized}});
   }
-  return {{"block_size", r.block_size},         {"per_turn", per_turn},
-          {"total", TurnStatsToJson(r.total)},  {"conversations_cut_short", r.conversations_cut_short},
-          {"requests", turns},                  {"retokenization_examples", examples}};
+  return {{"block_size", r.block_size},
+          {"per_turn", per_turn},
+          {"total", TurnStatsToJson(r.total)},
+          {"conversations_cut_short", r.conversations_cut_short},
+          {"requests", turns},
+          {"retokenization_examples", examples}};
 }
 
 }  // namespace prefixd::bench

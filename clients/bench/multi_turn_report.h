@@ -33,8 +33,8 @@ namespace prefixd::bench {
 // One turn of one conversation, as the runner saw it.
 struct TurnRecord {
   int conversation = 0;
-  int turn = 0;            // 0-based
-  int64_t start_order = 0;  // when its Generate started, counted over the whole run
+  int turn = 0;                        // 0-based
+  int64_t start_order = 0;             // when its Generate started, counted over the whole run
   std::vector<int32_t> prompt_ids;     // Tokenize of the conversation the turn sent
   std::vector<int32_t> generated_ids;  // streamed by Generate
   RequestRecord request;
@@ -82,6 +82,12 @@ struct TurnStats {
   int64_t compared = 0;
   int64_t retokenization_mismatches = 0;
   int64_t retokenization_lost_tokens = 0;
+  // Where those prompts left the previous turn's ids: before its reply (the template
+  // rendered the history differently), at the reply's first token (e.g. a trimmed leading
+  // space), or further into the reply.
+  int64_t diverged_before_reply = 0;
+  int64_t diverged_at_reply_start = 0;
+  int64_t diverged_in_reply = 0;
   // Turns whose Tokenize length differs from the usage's prompt_tokens (should be none).
   int64_t tokenize_disagreements = 0;
   // Turns (with an ideal from their history) that re-tokenized identically but got less than
@@ -111,8 +117,8 @@ struct MultiTurnReport {
   int block_size = 0;
   std::vector<TurnStats> per_turn;  // [turn]
   TurnStats total;
-  int64_t conversations_cut_short = 0;  // a failed turn ends its conversation
-  std::vector<TurnAnalysis> analyses;   // one per record, in the order given
+  int64_t conversations_cut_short = 0;          // a failed turn ends its conversation
+  std::vector<TurnAnalysis> analyses;           // one per record, in the order given
   std::vector<RetokenizationExample> examples;  // the first few mismatches
 };
 

@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "clients/bench/bench_runner.h"
 #include "clients/bench/progress_bar.h"
+#include "clients/bench/seeded_random.h"
 #include "clients/bench/workload.h"
 
 namespace prefixd::bench {
@@ -65,7 +66,10 @@ void PlayConversation(const PrefixdClient& client, const MultiTurnWorkload& work
       *request.mutable_chat() = conversation;
       request.set_request_id(absl::StrCat(options.request_id_prefix, "-", c, "-", t));
       v1::SamplingParams* sampling = request.mutable_sampling();
-      sampling->set_temperature(0.0f);
+      sampling->set_temperature(options.temperature);
+      if (options.temperature > 0) {
+        sampling->set_seed(SplitMix64(options.seed ^ SplitMix64((uint64_t{1} << 32) * c + t)));
+      }
       sampling->set_max_tokens(options.output_len);
       sampling->set_ignore_eos(true);
       record.start_order = progress.start_order.fetch_add(1);
@@ -131,8 +135,8 @@ MultiTurnRunResult RunConversations(const PrefixdClient& client, const MultiTurn
         const int64_t c = progress.next_conversation.fetch_add(1);
         if (c >= conversations) return;
         const Clock::time_point due =
-            progress.start + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(arrivals[c]));
+            progress.start +
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[c]));
         if (Clock::now() < due) std::this_thread::sleep_until(due);
         PlayConversation(client, workload, static_cast<int>(c), options, progress, records[c]);
       }

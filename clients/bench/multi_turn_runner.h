@@ -16,12 +16,15 @@
 namespace prefixd::bench {
 
 struct MultiTurnRunOptions {
-  int output_len = 16;  // max_tokens of every turn (greedy, ignore_eos)
+  int output_len = 16;  // max_tokens of every turn (ignore_eos)
+  // 0: greedy. Otherwise sampled, with a seed per turn drawn from `seed`, so that a run
+  // repeats exactly.
+  float temperature = 0.0f;
   // At most this many conversations in flight; 0: all of them.
   int concurrency = 0;
   // Conversations start as a Poisson process of this many per second; infinite: all at once.
   double conversation_rate = std::numeric_limits<double>::infinity();
-  uint64_t seed = 1;  // of the start times
+  uint64_t seed = 1;  // of the start times and the sampling
   // Drawn as a progress bar on stderr when it is a terminal; empty: no progress bar.
   std::string progress_label;
   std::string request_id_prefix = "bench";  // turn t of conversation c: PREFIX-c-t

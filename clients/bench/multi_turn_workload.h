@@ -51,7 +51,7 @@ std::string CalibrationText(int words);
 int WordsForTokens(int tokens, double tokens_per_word);
 
 struct MultiTurnWorkload {
-  std::string system_prompt;                       // empty: none
+  std::string system_prompt;                        // empty: none
   std::vector<std::vector<std::string>> questions;  // [conversation][turn]
 };
 

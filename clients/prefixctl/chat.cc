@@ -43,7 +43,8 @@ Reply StreamReply(const CommandContext& ctx, const v1::GenerateRequest& request)
         }
       },
       &handle);
-  reply.interrupted = interrupt.interrupted() && reply.status.code() == absl::StatusCode::kCancelled;
+  reply.interrupted =
+      interrupt.interrupted() && reply.status.code() == absl::StatusCode::kCancelled;
   return reply;
 }
 

@@ -75,7 +75,8 @@ bool PromptReadsStdin(const PromptSources& sources) {
 absl::StatusOr<v1::Conversation> ResolveConversationStart(const PromptSources& sources,
                                                           std::istream& stdin_stream) {
   if (sources.system_given && sources.system_file_given) {
-    return absl::InvalidArgumentError("give the system prompt one way only: --system or --system_file");
+    return absl::InvalidArgumentError(
+        "give the system prompt one way only: --system or --system_file");
   }
   const int stdin_readers = (PromptReadsStdin(sources) ? 1 : 0) +
                             (sources.system_file_given && sources.system_file == "-" ? 1 : 0) +
@@ -89,7 +90,8 @@ absl::StatusOr<v1::Conversation> ResolveConversationStart(const PromptSources& s
     std::string system = sources.system;
     if (sources.system_file_given) {
       absl::StatusOr<std::string> read = ReadFileOrStdin(sources.system_file, stdin_stream);
-      if (!read.ok()) return absl::InvalidArgumentError(absl::StrCat("--system_file: ", read.status().message()));
+      if (!read.ok())
+        return absl::InvalidArgumentError(absl::StrCat("--system_file: ", read.status().message()));
       system = *std::move(read);
     }
     if (system.empty()) return absl::InvalidArgumentError("the system prompt is empty");
@@ -109,9 +111,9 @@ absl::StatusOr<v1::Conversation> ResolveConversationStart(const PromptSources& s
     }
     if (conversation.messages_size() > 0 && file->messages_size() > 0 &&
         file->messages(0).role() == "system") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--messages_file ", sources.messages_file,
-          " already starts with a system message; drop --system/--system_file"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--messages_file ", sources.messages_file,
+                       " already starts with a system message; drop --system/--system_file"));
     }
     for (v1::ChatMessage& message : *file->mutable_messages()) {
       *conversation.add_messages() = std::move(message);

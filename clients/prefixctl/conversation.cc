@@ -49,7 +49,8 @@ absl::StatusOr<v1::ChatMessage> ParseMessage(const Json& j, size_t index) {
       if (!value.is_array()) return MessageError(index, "\"tool_calls\" must be a list");
       message.set_tool_calls_json(value.dump());
     } else if (key == "tool_call_id" || key == "name") {
-      if (!value.is_string()) return MessageError(index, absl::StrCat("\"", key, "\" must be a string"));
+      if (!value.is_string())
+        return MessageError(index, absl::StrCat("\"", key, "\" must be a string"));
       if (key == "name") {
         message.set_name(value.get<std::string>());
       } else {
@@ -113,10 +114,10 @@ absl::StatusOr<v1::Conversation> ParseConversationJson(absl::string_view text) {
       }
       conversation.set_template_kwargs_json(value.dump());
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown field \"", key,
-          "\" (known: messages, tools, add_generation_prompt, continue_final_message, "
-          "chat_template_kwargs)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown field \"", key,
+                       "\" (known: messages, tools, add_generation_prompt, continue_final_message, "
+                       "chat_template_kwargs)"));
     }
   }
   return conversation;

@@ -9,8 +9,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "clients/cpp/command_line.h"
@@ -35,7 +35,8 @@ ABSL_FLAG(std::string, shared_namespace, "", "a shared cache namespace granted t
 ABSL_FLAG(bool, chat, false, "the prompt words are a user message rendered by the chat template");
 ABSL_FLAG(std::string, system, "", "system message of the conversation");
 ABSL_FLAG(std::string, system_file, "", "file holding the system message; - reads stdin");
-ABSL_FLAG(std::string, messages_file, "", "JSON conversation [{role, content}, ...]; - reads stdin");
+ABSL_FLAG(std::string, messages_file, "",
+          "JSON conversation [{role, content}, ...]; - reads stdin");
 ABSL_FLAG(bool, add_generation_prompt, true, "end the rendered prompt with the assistant's header");
 // detokenize.
 ABSL_FLAG(bool, skip_special_tokens, false, "leave special tokens (BOS, ...) out of the text");
@@ -185,20 +186,19 @@ const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& Subcom
         "seed", "stop", "stop_token_ids", "ignore_eos", "logprobs", "top_logprobs", "request_id",
         "chat", "system", "system_file", "messages_file", "add_generation_prompt"}},
       {"chat",
-       {"system", "system_file", "messages_file", "shared_namespace", "max_tokens",
-        "temperature", "top_k", "top_p", "seed", "stop", "stop_token_ids", "ignore_eos",
-        "request_id"}},
+       {"system", "system_file", "messages_file", "shared_namespace", "max_tokens", "temperature",
+        "top_k", "top_p", "seed", "stop", "stop_token_ids", "ignore_eos", "request_id"}},
       {"tokenize",
        {"prompt", "chat", "system", "system_file", "messages_file", "add_generation_prompt",
         "shared_namespace"}},
       {"detokenize", {"token_ids", "skip_special_tokens"}},
       {"stats", {}},
       {"pin",
-       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file",
-        "messages_file", "add_generation_prompt"}},
+       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file", "messages_file",
+        "add_generation_prompt"}},
       {"unpin",
-       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file",
-        "messages_file", "add_generation_prompt"}},
+       {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file", "messages_file",
+        "add_generation_prompt"}},
       {"flush", {}},
       {"health", {"service"}},
       {"watch", {}},
@@ -266,8 +266,7 @@ absl::StatusOr<v1::GenerateRequest> GenerateRequestFromFlags(const CommandLine& 
 
 // Ids from the arguments ("1 2 3", "1,2,3" or both) or from --token_ids.
 absl::StatusOr<v1::DetokenizeRequest> DetokenizeRequestFromFlags(const CommandLine& command_line) {
-  std::vector<std::string> args(command_line.positional.begin() + 1,
-                                command_line.positional.end());
+  std::vector<std::string> args(command_line.positional.begin() + 1, command_line.positional.end());
   if (command_line.given.contains("token_ids")) args.push_back(absl::GetFlag(FLAGS_token_ids));
   std::vector<std::string> parts;
   for (const std::string& arg : args) {
@@ -279,9 +278,13 @@ absl::StatusOr<v1::DetokenizeRequest> DetokenizeRequestFromFlags(const CommandLi
     return absl::InvalidArgumentError("no token ids: give them as arguments or --token_ids");
   }
   v1::DetokenizeRequest request;
-  absl::StatusOr<std::vector<int32_t>> ids = ParseTokenIds(absl::StrJoin(parts, ","));
-  if (!ids.ok()) return ids.status();
-  *request.mutable_token_ids() = {ids->begin(), ids->end()};
+  for (const std::string& part : parts) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", part, "' is not a token id"));
+    }
+    request.add_token_ids(id);
+  }
   request.set_skip_special_tokens(absl::GetFlag(FLAGS_skip_special_tokens));
   return request;
 }

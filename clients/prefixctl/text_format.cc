@@ -45,12 +45,10 @@ std::string FormatChatUsage(const v1::Usage& u) {
 }
 
 std::string FormatTokenize(const v1::TokenizeResponse& r) {
-  std::string out = absl::StrFormat("--- prompt text (%d bytes) ---\n%s", r.prompt_text().size(),
-                                    r.prompt_text());
-  if (out.back() != '\n') out += '\n';
-  absl::StrAppendFormat(&out, "--- %d token ids ---\n%s\n", r.token_ids_size(),
-                        absl::StrJoin(r.token_ids(), ","));
-  return out;
+  // A newline after the text whatever it ends with: its own final newlines stay visible.
+  return absl::StrFormat("--- prompt text (%d bytes) ---\n%s\n--- %d token ids ---\n%s\n",
+                         r.prompt_text().size(), r.prompt_text(), r.token_ids_size(),
+                         absl::StrJoin(r.token_ids(), ","));
 }
 
 std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs) {

@@ -18,8 +18,8 @@ std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& usage);
 // (98%), 41 tokens out, TTFT 12 ms]" (TTFT as the server measured it).
 std::string FormatChatUsage(const v1::Usage& usage);
 
-// The rendered prompt verbatim between two rules, then its token ids, comma-separated (as
-// --token_ids takes them):
+// The rendered prompt verbatim between two rules (a newline added after it, so that its own
+// final newlines show), then its token ids, comma-separated (as --token_ids takes them):
 //   --- prompt text (57 bytes) ---
 //   <|begin_of_text|>...
 //   --- 12 token ids ---

@@ -7,6 +7,8 @@ generates the stubs next to a copy of this file:
     /usr/bin/python3 build/clients/python/prefixd_client.py generate Once upon a time
     /usr/bin/python3 build/clients/python/prefixd_client.py --max-tokens 16 generate Hello
     /usr/bin/python3 build/clients/python/prefixd_client.py stats
+    /usr/bin/python3 build/clients/python/prefixd_client.py generate --system "Be brief." Hi
+    /usr/bin/python3 build/clients/python/prefixd_client.py tokenize --messages-file chat.json
 
 `generate` prints the text to stdout as it streams in, then the usage (prompt tokens, how
 many were served from the prefix cache, completion tokens, timings) to stderr. As a library:
@@ -15,11 +17,16 @@ many were served from the prefix cache, completion tokens, timings) to stderr. A
         for response in client.generate("Hello", max_tokens=16, temperature=0):
             print(response.text, end="", flush=True)
         print(response.usage.cached_tokens)   # the last message carries the usage
+        chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        for response in client.generate(messages=chat, max_tokens=16):
+            ...                                # rendered by the model's chat template
+        print(client.tokenize(messages=chat).prompt_text)
 
 Exit codes: 0 success, 1 server error, 2 usage error, 3 server unavailable.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -69,16 +76,20 @@ class PrefixdClient:
     def close(self):
         self._channel.close()
 
-    def generate(self, prompt=None, token_ids=None, max_tokens=0, temperature=None, top_k=0,
-                 top_p=None, seed=None, stop=(), ignore_eos=False, request_id=""):
+    def generate(self, prompt=None, token_ids=None, messages=None, max_tokens=0,
+                 temperature=None, top_k=0, top_p=None, seed=None, stop=(), ignore_eos=False,
+                 request_id=""):
         """Streams GenerateResponse messages; the last one has finish_reason and usage.
 
-        Give the prompt as text (`prompt`) or as token ids (`token_ids`). Iterating may
-        raise grpc.RpcError (e.g. INVALID_ARGUMENT, UNAVAILABLE); `.cancel()` on the
-        returned iterator cancels the request.
+        Give the prompt as text (`prompt`), as token ids (`token_ids`) or as a conversation
+        (`messages`: [{"role": ..., "content": ...}, ...], rendered by the model's chat
+        template on the server). Iterating may raise grpc.RpcError (e.g. INVALID_ARGUMENT,
+        UNAVAILABLE); `.cancel()` on the returned iterator cancels the request.
         """
         request = generation_pb2.GenerateRequest(request_id=request_id)
-        if token_ids is not None:
+        if messages is not None:
+            request.chat.CopyFrom(conversation(messages))
+        elif token_ids is not None:
             request.token_ids.ids.extend(token_ids)
         else:
             request.text = prompt
@@ -97,10 +108,65 @@ class PrefixdClient:
         return self._generation.Generate(request, timeout=self._timeout,
                                          metadata=self._metadata)
 
+    def tokenize(self, prompt=None, messages=None):
+        """The TokenizeResponse for text or a conversation: prompt_text (the rendered
+        prompt) and token_ids, exactly as generate() would run them."""
+        request = generation_pb2.TokenizeRequest()
+        if messages is not None:
+            request.chat.CopyFrom(conversation(messages))
+        else:
+            request.text = prompt
+        return self._generation.Tokenize(request, timeout=self._timeout, metadata=self._metadata)
+
+    def detokenize(self, token_ids, skip_special_tokens=False):
+        """The text of `token_ids`."""
+        request = generation_pb2.DetokenizeRequest(token_ids=token_ids,
+                                                   skip_special_tokens=skip_special_tokens)
+        return self._generation.Detokenize(request, timeout=self._timeout,
+                                           metadata=self._metadata).text
+
     def stats(self):
         """The CacheStats message: hit rate, blocks by state, per-namespace counters."""
         return self._cache.GetStats(cache_pb2.GetStatsRequest(), timeout=self._timeout,
                                     metadata=self._metadata)
+
+
+def conversation(messages):
+    """A prefixd.v1.Conversation from messages in OpenAI's shape: [{"role", "content"}, ...];
+    content may be a string, None, or a list of {"type": "text", "text": ...} parts."""
+    result = generation_pb2.Conversation()
+    for m in messages:
+        message = result.messages.add(role=m["role"])
+        content = m.get("content")
+        if isinstance(content, str):
+            message.text = content
+        elif isinstance(content, list):
+            for part in content:
+                message.parts.parts.add(type=part.get("type", "text"), text=part.get("text", ""))
+        if m.get("tool_calls") is not None:
+            message.tool_calls_json = json.dumps(m["tool_calls"])
+        message.tool_call_id = m.get("tool_call_id", "")
+        message.name = m.get("name", "")
+        extra = {k: v for k, v in m.items()
+                 if k not in ("role", "content", "tool_calls", "tool_call_id", "name")}
+        if extra:
+            message.extra_json = json.dumps(extra)
+    return result
+
+
+def messages_from_args(args):
+    """The conversation --system / --messages-file / --chat ask for, or None for text."""
+    if not (args.system or args.messages_file or args.chat):
+        return None
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    if args.messages_file:
+        with (sys.stdin if args.messages_file == "-" else open(args.messages_file)) as f:
+            messages.extend(json.load(f))
+    if args.prompt:
+        messages.append({"role": "user", "content": " ".join(args.prompt)})
+    return messages
 
 
 def format_usage(finish_reason, usage):
@@ -130,7 +196,15 @@ def format_stats(stats):
 
 
 def run_generate(client, args):
-    if args.token_ids:
+    messages = messages_from_args(args)
+    if messages is not None:
+        if not messages:
+            sys.stderr.write("prefixd_client: the conversation is empty\n")
+            return EXIT_USAGE
+        stream = client.generate(messages=messages, max_tokens=args.max_tokens,
+                                 temperature=args.temperature, seed=args.seed,
+                                 ignore_eos=args.ignore_eos)
+    elif args.token_ids:
         try:
             ids = [int(part) for part in args.token_ids.split(",")]
         except ValueError:
@@ -158,21 +232,51 @@ def run_generate(client, args):
     return 0
 
 
+def run_tokenize(client, args):
+    messages = messages_from_args(args)
+    if messages is None and not args.prompt:
+        sys.stderr.write("prefixd_client: no prompt\n")
+        return EXIT_USAGE
+    if messages is not None:
+        response = client.tokenize(messages=messages)
+    else:
+        response = client.tokenize(prompt=" ".join(args.prompt))
+    print(f"--- prompt text ({len(response.prompt_text.encode())} bytes) ---")
+    print(response.prompt_text)
+    print(f"--- {len(response.token_ids)} token ids ---")
+    print(",".join(str(i) for i in response.token_ids))
+    return 0
+
+
+def add_prompt_arguments(parser):
+    parser.add_argument("prompt", nargs="*",
+                        help="prompt words (joined with spaces); with a conversation, the "
+                             "user's message")
+    parser.add_argument("--system", help="a conversation starting with this system message")
+    parser.add_argument("--messages-file",
+                        help="a conversation: a JSON list of {role, content} (- reads stdin)")
+    parser.add_argument("--chat", action="store_true",
+                        help="the prompt words are a user message, rendered by the chat template")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Example prefixd client: stream a completion, or print cache stats.")
+        description="Example prefixd client: stream a completion, tokenize a prompt, or print "
+                    "cache stats.")
     parser.add_argument("--target", default="127.0.0.1:50051", help="prefixd address")
     parser.add_argument("--token", default=os.environ.get("PREFIXD_TOKEN"),
                         help="bearer token (default: $PREFIXD_TOKEN)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per call")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="stream a completion of PROMPT")
-    gen.add_argument("prompt", nargs="*", help="prompt words (joined with spaces)")
+    add_prompt_arguments(gen)
     gen.add_argument("--token-ids", help="prompt as token ids, e.g. 1,2,3")
     gen.add_argument("--max-tokens", type=int, default=64)
     gen.add_argument("--temperature", type=float, default=None)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--ignore-eos", action="store_true")
+    tok = sub.add_parser("tokenize", help="print the rendered prompt and its token ids")
+    add_prompt_arguments(tok)
     sub.add_parser("stats", help="print cache statistics")
     args = parser.parse_args(argv)
 
@@ -180,6 +284,8 @@ def main(argv=None):
         with PrefixdClient(args.target, token=args.token, timeout=args.timeout) as client:
             if args.command == "generate":
                 return run_generate(client, args)
+            if args.command == "tokenize":
+                return run_tokenize(client, args)
             print(format_stats(client.stats()))
             return 0
     except grpc.RpcError as error:

@@ -125,6 +125,44 @@ TEST_F(ClientLiveTest, CancelledGenerateReturnsCancelledPromptly) {
   EXPECT_EQ(next_tokens, 4);
 }
 
+TEST_F(ClientLiveTest, TokenizeAndDetokenizeTextAndChat) {
+  v1::TokenizeRequest text;
+  text.set_text("The quick brown fox");
+  absl::StatusOr<v1::TokenizeResponse> tokens = client_->Tokenize(text);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(tokens->prompt_text(), "The quick brown fox");
+  ASSERT_GT(tokens->token_ids_size(), 0);
+
+  v1::DetokenizeRequest detokenize;
+  *detokenize.mutable_token_ids() = tokens->token_ids();
+  detokenize.set_skip_special_tokens(true);
+  absl::StatusOr<v1::DetokenizeResponse> back = client_->Detokenize(detokenize);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->text(), "The quick brown fox") << "BOS left out";
+
+  // A conversation: Tokenize gives exactly the prompt Generate runs.
+  v1::Conversation chat;
+  v1::ChatMessage* user = chat.add_messages();
+  user->set_role("user");
+  user->set_text("Hello there");
+  v1::TokenizeRequest tokenize_chat;
+  *tokenize_chat.mutable_chat() = chat;
+  absl::StatusOr<v1::TokenizeResponse> rendered = client_->Tokenize(tokenize_chat);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  EXPECT_NE(rendered->prompt_text().find("Hello there"), std::string::npos)
+      << rendered->prompt_text();
+  v1::GenerateRequest generate = Greedy("", 2);
+  *generate.mutable_chat() = chat;
+  int prompt_tokens = -1;
+  ASSERT_TRUE(client_
+                  ->Generate(generate,
+                             [&](const v1::GenerateResponse& r) {
+                               if (r.has_usage()) prompt_tokens = r.usage().prompt_tokens();
+                             })
+                  .ok());
+  EXPECT_EQ(prompt_tokens, rendered->token_ids_size());
+}
+
 TEST_F(ClientLiveTest, HealthAndStats) {
   absl::StatusOr<ServingStatus> health = client_->CheckHealth();
   ASSERT_TRUE(health.ok()) << health.status();

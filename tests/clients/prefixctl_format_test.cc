@@ -182,6 +182,31 @@ TEST(TextFormatTest, UsageShowsCachedTokensAndTimings) {
             "queue 0.2 ms, first token 9.1 ms, total 61.0 ms");
 }
 
+TEST(TextFormatTest, ChatUsageLine) {
+  v1::Usage u;
+  u.set_prompt_tokens(812);
+  u.set_cached_tokens(796);
+  u.set_completion_tokens(41);
+  u.set_time_to_first_token_seconds(0.0121);
+  EXPECT_EQ(FormatChatUsage(u), "[prompt 812 tokens, 796 cached (98%), 41 tokens out, TTFT 12 ms]");
+  EXPECT_EQ(FormatChatUsage(v1::Usage()),
+            "[prompt 0 tokens, 0 cached (-), 0 tokens out, TTFT 0 ms]");
+}
+
+TEST(TextFormatTest, TokenizeShowsTheTextVerbatimThenTheIds) {
+  v1::TokenizeResponse r;
+  r.set_prompt_text("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+  for (int id : {504, 506, 17, 507}) r.add_token_ids(id);
+  EXPECT_EQ(FormatTokenize(r),
+            "--- prompt text (71 bytes) ---\n"
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\n"
+            "--- 4 token ids ---\n"
+            "504,506,17,507\n");
+  const nlohmann::json j = TokenizeResponseToJson(r);
+  EXPECT_EQ(j["prompt_text"], r.prompt_text());
+  EXPECT_EQ(j["token_ids"], nlohmann::json({504, 506, 17, 507}));
+}
+
 TEST(TextFormatTest, StatsShowHitRateBlocksAndNamespaces) {
   v1::CacheStats stats;
   stats.set_block_size(16);

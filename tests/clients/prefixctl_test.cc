@@ -1,4 +1,5 @@
 // prefixctl as a user runs it: exit codes, what goes to stdout and stderr, --json.
+#include <algorithm>
 #include <regex>
 #include <string>
 #include <vector>
@@ -181,6 +182,124 @@ TEST_F(PrefixctlLiveTest, PromptFromStandardInputAndTokenIds) {
   ASSERT_EQ(ids.exit_code, 0) << ids.err;
   const nlohmann::json last = nlohmann::json::parse(Lines(ids.out).back());
   EXPECT_EQ(last["usage"]["prompt_tokens"], 4) << "token ids are used as given";
+}
+
+// The summary lines `prefixctl chat` prints on stderr, one per reply:
+// "[prompt N tokens, C cached (P%), K tokens out, TTFT T ms]".
+struct ChatUsage {
+  int prompt = 0;
+  int cached = 0;
+  int out = 0;
+};
+std::vector<ChatUsage> ChatUsages(const std::string& err) {
+  std::vector<ChatUsage> usages;
+  const std::regex line(
+      R"(\[prompt ([0-9]+) tokens, ([0-9]+) cached \([0-9]+%\), ([0-9]+) tokens out, TTFT [0-9]+ ms\])");
+  for (std::sregex_iterator it(err.begin(), err.end(), line), end; it != end; ++it) {
+    usages.push_back({std::stoi((*it)[1]), std::stoi((*it)[2]), std::stoi((*it)[3])});
+  }
+  return usages;
+}
+
+constexpr char kSystem[] =
+    "You are a helpful assistant. Answer briefly and politely, keep to the facts, and say so "
+    "when you do not know something.";
+
+TEST_F(PrefixctlLiveTest, TokenizeShowsTheRenderedChatTemplateAndIds) {
+  const ProcessResult text =
+      Run({"tokenize", std::string("--system=") + kSystem, "Hello", "there"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (const std::string& part :
+       {std::string("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n") + kSystem +
+            "<|eot_id|>",
+        std::string("<|start_header_id|>user<|end_header_id|>\n\nHello there<|eot_id|>"),
+        std::string("<|start_header_id|>assistant<|end_header_id|>\n\n\n--- ")}) {
+    EXPECT_THAT(text.out, HasSubstr(part)) << text.out;
+  }
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text.out, m, std::regex("--- ([0-9]+) token ids ---\n([0-9,]+)\n")))
+      << text.out;
+  const int count = std::stoi(m[1]);
+  const std::string ids = m[2];
+  EXPECT_GT(count, 20);
+  EXPECT_EQ(static_cast<int>(std::count(ids.begin(), ids.end(), ',')) + 1, count);
+
+  const ProcessResult json =
+      Run({"--json", "tokenize", std::string("--system=") + kSystem, "Hello", "there"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const nlohmann::json j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["token_ids"].size(), static_cast<size_t>(count));
+
+  // The ids decode to the rendered text, special tokens and all.
+  const ProcessResult back = Run({"--json", "detokenize", ids});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(nlohmann::json::parse(back.out)["text"], j["prompt_text"]);
+
+  // generate runs exactly that prompt.
+  const ProcessResult gen = Run({"--json", "generate", std::string("--system=") + kSystem,
+                                 "--max_tokens=2", "Hello", "there"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_EQ(nlohmann::json::parse(Lines(gen.out).back())["usage"]["prompt_tokens"], count);
+}
+
+TEST_F(PrefixctlLiveTest, TokenizeAConversationFromStandardInput) {
+  const std::string conversation =
+      R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])";
+  const ProcessResult r =
+      Run({"--json", "tokenize", "--messages_file=-", "--noadd_generation_prompt"}, conversation);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string text = nlohmann::json::parse(r.out)["prompt_text"];
+  EXPECT_THAT(text, HasSubstr("<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"));
+  EXPECT_FALSE(text.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n")) << text;
+
+  const ProcessResult plain = Run({"--json", "tokenize", "Just", "text"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(nlohmann::json::parse(plain.out)["prompt_text"], "Just text");
+}
+
+TEST_F(PrefixctlLiveTest, ChatThroughAPipeRemembersTheConversation) {
+  const ProcessResult r =
+      Run({"chat", std::string("--system=") + kSystem, "--max_tokens=8", "--temperature=0",
+           "--ignore_eos"},
+          "Hello there, how are you today?\n\nTell me more about that, please.\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(r.out.empty()) << "the replies go to stdout";
+  const std::vector<ChatUsage> usages = ChatUsages(r.err);
+  ASSERT_EQ(usages.size(), 2u) << "two lines, two replies (the blank line is skipped)\n" << r.err;
+  EXPECT_EQ(usages[0].out, 8);
+  EXPECT_EQ(usages[1].out, 8);
+  EXPECT_GT(usages[1].prompt, usages[0].prompt + 8) << "the second turn sends the first";
+  EXPECT_GT(usages[1].cached, 0) << "and finds it in the cache\n" << r.err;
+  EXPECT_GE(usages[1].cached, usages[0].prompt / 16 * 16 - 16) << r.err;
+}
+
+TEST_F(PrefixctlLiveTest, ChatJsonResetAndExit) {
+  const ProcessResult r =
+      Run({"--json", "chat", std::string("--system=") + kSystem, "--max_tokens=4",
+           "--temperature=0", "--ignore_eos", "--request_id=t"},
+          "First question here.\n/reset\nFirst question here.\n/bogus\n/exit\nNever sent.\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out << r.err;
+  const nlohmann::json first = nlohmann::json::parse(lines[0]);
+  const nlohmann::json second = nlohmann::json::parse(lines[1]);
+  EXPECT_EQ(first["turn"], 1);
+  EXPECT_EQ(first["role"], "assistant");
+  EXPECT_EQ(first["request_id"], "t-1");
+  EXPECT_EQ(first["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(second["usage"]["prompt_tokens"], first["usage"]["prompt_tokens"])
+      << "after /reset the same question is the same prompt";
+  EXPECT_GT(second["usage"]["cached_tokens"].get<int>(), 0);
+  EXPECT_THAT(r.err, HasSubstr("unknown command /bogus"));
+}
+
+TEST_F(PrefixctlLiveTest, ChatGoesOnAfterARefusedTurn) {
+  // A stop token id outside the vocabulary is refused turn after turn, but the chat goes on.
+  const ProcessResult r =
+      Run({"chat", "--max_tokens=2", "--stop_token_ids=99999999"}, "one\ntwo\n");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(static_cast<int>(std::count(r.err.begin(), r.err.end(), '\n')), 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT"));
 }
 
 TEST_F(PrefixctlLiveTest, ServerErrorsExitOneWithCodeAndMessage) {

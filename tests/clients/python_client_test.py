@@ -4,7 +4,8 @@
 usage: python_client_test.py SERVER_BINARY CLIENT_SCRIPT
 
 Checks that `generate` streams text to stdout and reports usage on stderr, that the second
-call with the same prompt reports cached_tokens > 0, and that `stats` prints the hit rate.
+call with the same prompt reports cached_tokens > 0, that `tokenize` shows a conversation's
+rendered chat template and ids, and that `stats` prints the hit rate.
 """
 
 import re
@@ -63,6 +64,22 @@ def main():
             cached.append(int(match.group(1)))
         check(cached[0] == 0, f"first call already had {cached[0]} cached tokens")
         check(cached[1] > 0, "second call with the same prompt had no cached tokens")
+
+        # A conversation, rendered by the model's chat template on the server.
+        tokenized = run_client(client_script, target, "tokenize", "--system", "Be brief.",
+                               "Hello", "there")
+        check(tokenized.returncode == 0, f"tokenize exited {tokenized.returncode}")
+        check("<|start_header_id|>system<|end_header_id|>" in tokenized.stdout,
+              "tokenize did not show the rendered chat template")
+        check(re.search(r"--- \d+ token ids ---\n[0-9,]+\n", tokenized.stdout) is not None,
+              "tokenize printed no token ids")
+        chat_cached = []
+        for _ in range(2):
+            result = run_client(client_script, target, "generate", "--max-tokens", "4",
+                                "--temperature", "0", "--system", " ".join(PROMPT), "Hello")
+            check(result.returncode == 0, f"generate --system exited {result.returncode}")
+            chat_cached.append(int(re.search(r"cached_tokens (\d+)", result.stderr).group(1)))
+        check(chat_cached[1] > 0, "the same conversation again had no cached tokens")
 
         stats = run_client(client_script, target, "stats")
         check(stats.returncode == 0, f"stats exited {stats.returncode}")

@@ -79,6 +79,38 @@ TEST(ReplyMemoryTest, OnlyTheTokensWhoseTextTheMessageRepeatsAreReused) {
   EXPECT_FALSE(AssembleWithReply(*tok, turn, before, "user: ho\nassistant: ab").has_value());
 }
 
+// A byte that is not UTF-8 reached the client as U+FFFD, and comes back so.
+TEST(ReplyMemoryTest, BytesTheClientSawAsReplacementCharactersStillMatch) {
+  std::unique_ptr<Tokenizer> tok = LoadTokenizer();
+  ASSERT_NE(tok, nullptr);
+  const std::string before = "user: hi\nassistant:";
+  ReplyMemory::Turn turn;
+  turn.prompt_ids = tok->Encode(before, false);
+  // Byte-level BPE spells byte 0xC3 as U+00C3: alone, before "a", it is not UTF-8.
+  turn.reply_ids = Concat({*tok->TokenToId("\xC3\x83")}, Spelled(*tok, "ab"));
+  const std::string text = before + "\xEF\xBF\xBD" "ab<|eot_id|>";
+  std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
+  ASSERT_TRUE(ids.has_value());
+  EXPECT_THAT(*ids, ElementsAreArray(Concat(Concat(turn.prompt_ids, turn.reply_ids),
+                                            {*tok->TokenToId("<|eot_id|>")})));
+}
+
+// Special tokens reached the client as nothing: the ids the model generated keep them.
+TEST(ReplyMemoryTest, SpecialTokensInsideAReplyAreKept) {
+  std::unique_ptr<Tokenizer> tok = LoadTokenizer();
+  ASSERT_NE(tok, nullptr);
+  const std::string before = "user: hi\nassistant:";
+  ReplyMemory::Turn turn;
+  turn.prompt_ids = tok->Encode(before, false);
+  turn.reply_ids = Concat(Concat(Spelled(*tok, "a"), {*tok->TokenToId("<|end_of_text|>")}),
+                          Spelled(*tok, "b"));
+  const std::string text = before + "ab<|eot_id|>";
+  std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
+  ASSERT_TRUE(ids.has_value());
+  EXPECT_THAT(*ids, ElementsAreArray(Concat(Concat(turn.prompt_ids, turn.reply_ids),
+                                            {*tok->TokenToId("<|eot_id|>")})));
+}
+
 TEST(ReplyMemoryTest, KeysAreExactPerNamespaceAndBoundedByBytes) {
   ReplyMemory memory(/*max_bytes=*/4096);
   ReplyMemory::Turn turn{{1, 2, 3}, {4, 5}};

@@ -186,6 +186,7 @@ TEST(ChatTemplateTest, BadFilesAreNamedWithLineAndColumn) {
   t = ChatTemplate::Load(folder.path(), "");
   EXPECT_THAT(t.status().message(), HasSubstr("invalid JSON"));
 
+  folder.Write("tokenizer_config.json", R"({"bos_token": "<s>"})");
   t = ChatTemplate::Load(folder.path(), folder.path() + "/missing.jinja");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(t.status().message(), HasSubstr("missing.jinja"));

@@ -221,6 +221,37 @@ TEST_F(ByteLevelTest, SplitsNumbersIntoGroupsOfThree) {
   EXPECT_THAT(t().Encode("4123", false), ElementsAre(19, 269, 18));
 }
 
+// Llama 3's regex takes "'s" as a contraction, the token (' s)=268, after a letter or a
+// digit; after a character that is neither, the "'" joins it in a piece of punctuation.
+TEST_F(ByteLevelTest, LettersAndDigitsOfUnicode15And16AreLettersAndDigits) {
+  // Debian's PCRE2 has Unicode 14, where these are unassigned; Hugging Face's regex
+  // engine has Unicode 16.
+  const std::string kCharacters[] = {
+      "\u1C89",      // CYRILLIC CAPITAL LETTER TJE (16.0)
+      "\U00011F04",  // KAWI LETTER A (15.0)
+      "\U00016D5A",  // a KIRAT RAI letter (16.0)
+      "\U00011F50",  // KAWI DIGIT ZERO (15.0)
+      "\U0001CCF0",  // OUTLINED DIGIT ZERO (16.0)
+  };
+  for (const std::string& c : kCharacters) {
+    std::vector<TokenId> expected = t().Encode(c, false);
+    expected.push_back(268);
+    EXPECT_EQ(t().Encode(c + "'s", false), expected) << c;
+  }
+}
+
+TEST_F(ByteLevelTest, MongolianVowelSeparatorIsNotWhitespace) {
+  // U+180E left White_Space in Unicode 6.3. Hugging Face's \s is White_Space; PCRE2's \s
+  // takes U+180E too. Not a space, U+180E is punctuation here: "'" joins it, 's' is alone.
+  std::vector<TokenId> expected = t().Encode("\u180e", false);
+  expected.insert(expected.end(), {6, 82});
+  EXPECT_EQ(t().Encode("\u180e's", false), expected);
+  // An em space is whitespace: "'s" stays a contraction after it.
+  expected = t().Encode("\u2003", false);
+  expected.push_back(268);
+  EXPECT_EQ(t().Encode("\u2003's", false), expected);
+}
+
 TEST_F(ByteLevelTest, SplitsSpacesAndNewlines) {
   // "a  b" -> "a" " " " b": the run of spaces gives its last space to the next word.
   EXPECT_THAT(t().Encode("a  b", false), ElementsAre(64, 220, 220, 65));
@@ -368,6 +399,57 @@ TEST(ByteLevelVariantsTest, NfcNormalizerComposesCharacters) {
   EXPECT_THAT(t->Encode("caf\u00e9", false), ElementsAre(66, 64, 69, 127, 102));
   // Hangul jamo compose into a syllable; U+212B ANGSTROM SIGN becomes U+00C5.
   EXPECT_EQ(t->Decode(t->Encode("\u1100\u1161\u11a8 \u212b", false), false), "\uac01 \u00c5");
+}
+
+TEST(ByteLevelVariantsTest, NfcHasUnicode9DataAsHuggingFaceHas) {
+  // Hugging Face normalizes with Unicode 9.0's tables: marks added since are starters
+  // (class 0) there, and composites added since do not compose.
+  std::unique_ptr<Tokenizer> nfc = LoadVariant(kLlama3Style, [](Json& j) {
+    j["normalizer"] = {{"type", "NFC"}};
+  });
+  std::unique_ptr<Tokenizer> plain = LoadFixture(kLlama3Style);
+  // U+07FD NKO DANTAYALAN (11.0, class 220) blocks e + U+0301 from composing into é.
+  EXPECT_EQ(nfc->Encode("e\u07fd\u0301", false), plain->Encode("e\u07fd\u0301", false));
+  // Nor is U+1AC1 (14.0, class 230) reordered after U+0316 (class 220).
+  EXPECT_EQ(nfc->Encode("a\u1ac1\u0316", false), plain->Encode("a\u1ac1\u0316", false));
+  // U+11935 U+11930 (DIVES AKURU, 13.0) do not compose into U+11938.
+  EXPECT_EQ(nfc->Encode("\U00011935\U00011930", false),
+            plain->Encode("\U00011935\U00011930", false));
+  // Marks of 9.0 still reorder and compose across: e U+0316 U+0301 -> é U+0316.
+  EXPECT_EQ(nfc->Encode("e\u0301\u0316", false), plain->Encode("\u00e9\u0316", false));
+  EXPECT_EQ(nfc->Encode("e\u0316\u0301", false), plain->Encode("\u00e9\u0316", false));
+}
+
+TEST(ByteLevelVariantsTest, SplitPatternsReadAsInHuggingFace) {
+  // A Split that removes what `pattern` matches; the rest is encoded byte by byte, so the
+  // ids show what matched.
+  auto removing = [](const std::string& pattern) {
+    return LoadVariant(kLlama3Style, [&](Json& j) {
+      j["pre_tokenizer"] = {
+          {"type", "Sequence"},
+          {"pretokenizers",
+           {{{"type", "Split"},
+             {"pattern", {{"Regex", pattern}}},
+             {"behavior", "Removed"},
+             {"invert", false}},
+            {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    });
+  };
+  std::unique_ptr<Tokenizer> plain = LoadFixture(kLlama3Style);
+  auto kept = [&](const std::string& pattern, const std::string& text) -> std::string {
+    std::unique_ptr<Tokenizer> t = removing(pattern);
+    return t == nullptr ? "(does not load)" : plain->Decode(t->Encode(text, false), false);
+  };
+  EXPECT_EQ(kept(R"(\s+)", "a \u180e\u3000b"), "a\u180eb");
+  EXPECT_EQ(kept(R"(\p{L}+)", "a\u1c89 1\U0001ccf0"), " 1\U0001ccf0");
+  EXPECT_EQ(kept(R"([^\s\p{L}\p{N}]+)", "x\U00011f50.\U00016d5a!"), "x\U00011f50\U00016d5a");
+  // Long category names, as Oniguruma takes them; PCRE2 alone knows only short ones.
+  EXPECT_EQ(kept(R"(\p{Letter}+|\p{Decimal_Number})", "ab1\u00b2c"), "\u00b2");
+  // Oniguruma's \w counts marks, \d is Nd, \h is a hex digit; ^ starts every line.
+  EXPECT_EQ(kept(R"(\w+)", "e\u0301-x_1"), "-");
+  EXPECT_EQ(kept(R"(\d)", "1\u00b2\U0001ccf0"), "\u00b2");
+  EXPECT_EQ(kept(R"(\h+)", "cafe\tbabe"), "\t");
+  EXPECT_EQ(kept(R"(^x)", "xa\nxb"), "a\nb");
 }
 
 TEST(ByteLevelVariantsTest, SplitBehaviors) {

@@ -26,8 +26,26 @@ struct Node {
 // ---- expressions ----
 
 enum class ExprKind {
-  kLiteral, kName, kList, kTuple, kDict, kGetAttr, kGetItem, kSlice, kCall, kFilter, kTest,
-  kNeg, kPos, kBinary, kAnd, kOr, kNot, kCompare, kCondExpr, kConcat,
+  kLiteral,
+  kName,
+  kList,
+  kTuple,
+  kDict,
+  kGetAttr,
+  kGetItem,
+  kSlice,
+  kCall,
+  kFilter,
+  kTest,
+  kNeg,
+  kPos,
+  kBinary,
+  kAnd,
+  kOr,
+  kNot,
+  kCompare,
+  kCondExpr,
+  kConcat,
 };
 
 struct Expr : Node {
@@ -144,8 +162,19 @@ struct ConcatExpr : Expr {  // a ~ b ~ c
 // ---- statements ----
 
 enum class StmtKind {
-  kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kCallBlock, kFilterBlock, kWith,
-  kBreak, kContinue, kScope,
+  kText,
+  kOutput,
+  kIf,
+  kFor,
+  kSet,
+  kSetBlock,
+  kMacro,
+  kCallBlock,
+  kFilterBlock,
+  kWith,
+  kBreak,
+  kContinue,
+  kScope,
 };
 
 struct Stmt : Node {
@@ -158,8 +187,8 @@ using Body = std::vector<StmtPtr>;
 // Where an assignment goes: a name, `ns.attr`, or a tuple of names to unpack into.
 struct Target {
   enum class Kind { kName, kNamespaceAttr, kTuple } kind = Kind::kName;
-  std::string name;  // kName; the namespace variable for kNamespaceAttr
-  std::string attr;  // kNamespaceAttr
+  std::string name;           // kName; the namespace variable for kNamespaceAttr
+  std::string attr;           // kNamespaceAttr
   std::vector<Target> items;  // kTuple
 };
 

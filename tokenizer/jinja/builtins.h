@@ -23,8 +23,7 @@ TestFn LookupTest(std::string_view name);
 // gives an undefined value that fails with SecurityError.
 bool HasMethod(const Value& receiver, std::string_view name);
 bool IsUnsafeMethod(const Value& receiver, std::string_view name);
-Value CallMethod(Interpreter& interp, const Value& receiver, std::string_view name,
-                 CallArgs& args);
+Value CallMethod(Interpreter& interp, const Value& receiver, std::string_view name, CallArgs& args);
 // `receiver.name` as a bound method value.
 Value BoundMethod(const Value& receiver, std::string_view name);
 

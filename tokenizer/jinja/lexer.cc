@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "absl/strings/str_cat.h"
 #include "tokenizer/jinja/py_string.h"
 #include "tokenizer/jinja/value.h"
 
@@ -13,9 +12,9 @@ namespace prefixd::jinja {
 namespace {
 
 // Operators, longest first so that "//" wins over "/".
-constexpr std::string_view kOperators[] = {
-    "//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%", "~", "[", "]", "(",
-    ")",  "{",  "}",  ">",  "<",  "=",  ".", ":", "|", ",", ";"};
+constexpr std::string_view kOperators[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/",
+                                           "*",  "%",  "~",  "[",  "]",  "(",  ")", "{", "}",
+                                           ">",  "<",  "=",  ".",  ":",  "|",  ",", ";"};
 
 bool IsNameStart(unsigned char c) {
   return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
@@ -74,6 +73,8 @@ class Lexer {
     tokens_.push_back(std::move(eof));
     return std::move(tokens_);
   }
+
+  std::vector<Token> TakeTokens() { return std::move(tokens_); }
 
  private:
   [[noreturn]] void SyntaxError(size_t pos, std::string message) {
@@ -254,15 +255,15 @@ class Lexer {
       if (end == std::string::npos) {
         std::string shown;
         AppendPyRepr(std::string_view(src_).substr(pos, 1), &shown);
-        SyntaxError(pos, absl::StrCat("unexpected char ", shown, " at ", pos));
+        SyntaxError(pos, Cat("unexpected char ", shown, " at ", pos));
       }
       if (c == '(' || c == '[' || c == '{') {
         balance->push_back(c == '(' ? ')' : c == '[' ? ']' : '}');
       } else if (c == ')' || c == ']' || c == '}') {
-        if (balance->empty()) SyntaxError(pos, absl::StrCat("unexpected '", t.value, "'"));
+        if (balance->empty()) SyntaxError(pos, Cat("unexpected '", t.value, "'"));
         if (balance->back() != c) {
-          SyntaxError(pos, absl::StrCat("unexpected '", t.value, "', expected '",
-                                        std::string(1, balance->back()), "'"));
+          SyntaxError(pos, Cat("unexpected '", t.value, "', expected '",
+                               std::string(1, balance->back()), "'"));
         }
         balance->pop_back();
       }
@@ -309,9 +310,9 @@ class Lexer {
             ++q;
             continue;
           }
-          int digit = IsDigit(d)                                ? d - '0'
+          int digit = IsDigit(d)                                 ? d - '0'
                       : ((d | 0x20) >= 'a' && (d | 0x20) <= 'f') ? (d | 0x20) - 'a' + 10
-                                                                   : 99;
+                                                                 : 99;
           if (digit >= base) break;
           if (v > (static_cast<uint64_t>(INT64_MAX) - digit) / base)
             SyntaxError(pos, "integer literal is too large");
@@ -342,6 +343,19 @@ class Lexer {
         is_float = true;
       }
     }
+    if (!is_float && src_[pos] == '0') {
+      // jinja2's integer rule is [1-9](_?\d)* | 0(_?0)*: "09" is 0 followed by 9.
+      end = pos + 1;
+      while (end < src_.size()) {
+        if (src_[end] == '0') {
+          ++end;
+        } else if (src_[end] == '_' && end + 1 < src_.size() && src_[end + 1] == '0') {
+          end += 2;
+        } else {
+          break;
+        }
+      }
+    }
     std::string digits = text_without_underscores(pos, end);
     if (is_float) {
       t->type = TokenType::kFloat;
@@ -365,7 +379,7 @@ class Lexer {
       if (i >= src_.size()) {
         std::string shown;
         AppendPyRepr(std::string(1, quote), &shown);
-        SyntaxError(pos, absl::StrCat("unexpected char ", shown, " at ", pos));
+        SyntaxError(pos, Cat("unexpected char ", shown, " at ", pos));
       }
       char c = src_[i];
       if (c == quote) break;
@@ -393,9 +407,9 @@ class Lexer {
       for (int k = 0; k < count; ++k) {
         size_t p = from + k;
         char d = p < src_.size() ? src_[p] : 0;
-        int digit = IsDigit(d)                                ? d - '0'
+        int digit = IsDigit(d)                                 ? d - '0'
                     : ((d | 0x20) >= 'a' && (d | 0x20) <= 'f') ? (d | 0x20) - 'a' + 10
-                                                                 : -1;
+                                                               : -1;
         if (digit < 0) return -1;
         v = v * 16 + digit;
       }
@@ -436,13 +450,17 @@ class Lexer {
         int count = e == 'x' ? 2 : e == 'u' ? 4 : 8;
         int64_t cp = hex(i + 2, count);
         if (cp < 0) {
-          SyntaxError(i, absl::StrCat("truncated \\", std::string(1, e == 'x' ? 'x' : e),
-                                      std::string(count, 'X'), " escape"));
+          SyntaxError(i, Cat("truncated \\", std::string(1, e == 'x' ? 'x' : e),
+                             std::string(count, 'X'), " escape"));
         }
         if (cp > 0x10FFFF) SyntaxError(i, "illegal Unicode character");
         AppendUtf8(cp >= 0xD800 && cp <= 0xDFFF ? 0xFFFD : static_cast<char32_t>(cp), out);
         return i + 2 + count;
       }
+      case 'N':  // named escapes need Unicode's name table, which this lexer lacks
+        SyntaxError(i, i + 2 < src_.size() && src_[i + 2] == '{'
+                           ? "\\N{...} escapes are not supported"
+                           : "malformed \\N character escape");
       default:
         break;
     }
@@ -480,7 +498,19 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Token> Tokenize(std::string_view source) { return Lexer(source).Run(); }
+std::vector<Token> Tokenize(std::string_view source) {
+  Lexer lexer(source);
+  try {
+    return lexer.Run();
+  } catch (const Error& error) {
+    std::vector<Token> tokens = lexer.TakeTokens();
+    Token t{TokenType::kError, error.message};
+    t.line = error.line;
+    t.column = error.column;
+    tokens.push_back(std::move(t));
+    return tokens;
+  }
+}
 
 std::string DescribeToken(const Token& token) {
   switch (token.type) {
@@ -505,6 +535,8 @@ std::string DescribeToken(const Token& token) {
       return "float";
     case TokenType::kEof:
       return "end of template";
+    case TokenType::kError:
+      return "error";
   }
   return "?";
 }

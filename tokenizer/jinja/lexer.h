@@ -24,6 +24,7 @@ enum class TokenType : uint8_t {
   kFloat,
   kOperator,  // value: "+", "//", "==", "(", ...
   kEof,
+  kError,  // value: the message; the lexer stopped here (see Tokenize)
 };
 
 struct Token {
@@ -35,7 +36,8 @@ struct Token {
   int column = 1;
 };
 
-// Throws Error (kind TemplateSyntaxError, line and column set) on malformed input.
+// Malformed input ends the tokens with a kError token where lexing stopped: jinja2 lexes
+// lazily, so the parser reports whichever problem comes first in the source.
 std::vector<Token> Tokenize(std::string_view source);
 
 // How jinja2 names a token in "expected token X, got Y" messages.

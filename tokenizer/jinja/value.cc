@@ -4,7 +4,6 @@
 #include <cmath>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "tokenizer/jinja/py_string.h"
 
 namespace prefixd::jinja {
@@ -19,10 +18,83 @@ void FailLimit(std::string message) {
 
 namespace {
 
+thread_local WorkMeter* current_meter = nullptr;
+
+}  // namespace
+
+WorkMeter::WorkMeter(int64_t* steps, int64_t max_steps, size_t max_bytes)
+    : steps_(steps), max_steps_(max_steps), max_bytes_(max_bytes), previous_(current_meter) {
+  current_meter = this;
+}
+
+WorkMeter::~WorkMeter() { current_meter = previous_; }
+
+void WorkMeter::Charge(int64_t units) {
+  WorkMeter* meter = current_meter;
+  if (meter == nullptr) return;
+  *meter->steps_ += units;
+  if (*meter->steps_ > meter->max_steps_) {
+    FailLimit(Cat("rendering took more than ", meter->max_steps_, " steps"));
+  }
+}
+
+void WorkMeter::CheckBytes(size_t size) {
+  WorkMeter* meter = current_meter;
+  if (meter != nullptr && size > meter->max_bytes_) {
+    FailLimit(Cat("the rendered text would exceed ", meter->max_bytes_, " bytes"));
+  }
+}
+
+namespace {
+
 struct UndefinedHint {
   std::string message;
-  bool security;
+  bool security = false;
+  // Missing(): the message is built from these when needed.
+  bool missing = false;
+  bool element = false;
+  std::string_view static_type_repr;  // "dict object"; empty: owned_type_repr
+  std::string owned_type_repr;
+  Value key;
 };
+
+// ObjectTypeRepr for the builtin kinds, without allocating; empty for objects.
+std::string_view StaticTypeRepr(const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kNone:
+      return "None";
+    case Value::Kind::kBool:
+      return "bool object";
+    case Value::Kind::kInt:
+      return "int object";
+    case Value::Kind::kFloat:
+      return "float object";
+    case Value::Kind::kString:
+      return "str object";
+    case Value::Kind::kDict:
+      return "dict object";
+    case Value::Kind::kList:
+      switch (v.list().kind) {
+        case SeqKind::kList:
+          return "list object";
+        case SeqKind::kTuple:
+          return "tuple object";
+        case SeqKind::kGenerator:
+          return "generator object";
+        case SeqKind::kReverseIterator:
+          return "list_reverseiterator object";
+        case SeqKind::kDictItems:
+          return "dict_items object";
+        case SeqKind::kDictKeys:
+          return "dict_keys object";
+        case SeqKind::kDictValues:
+          return "dict_values object";
+      }
+      return "list object";
+    default:
+      return {};
+  }
+}
 
 // repr() and tojson recurse this deep at most (lists and dicts are bounded by kMaxNesting,
 // a namespace adds one level).
@@ -31,14 +103,9 @@ constexpr int kMaxPrintDepth = 2 * kMaxNesting + 8;
 }  // namespace
 
 Value Value::String(std::string s) {
+  WorkMeter::Charge(static_cast<int64_t>(s.size() >> 8));  // building it was O(size)
   Value v(Kind::kString);
-  v.ptr_ = std::make_shared<const std::string>(std::move(s));
-  return v;
-}
-
-Value Value::SharedString(std::shared_ptr<const std::string> s) {
-  Value v(Kind::kString);
-  v.ptr_ = std::move(s);
+  v.ptr_ = std::make_shared<std::string>(std::move(s));  // not const: see AppendInPlace
   return v;
 }
 
@@ -74,13 +141,42 @@ Value Value::FromObject(std::shared_ptr<Object> object) {
 
 Value Value::Undefined(std::string message, bool security) {
   Value v(Kind::kUndefined);
-  v.ptr_ = std::make_shared<const UndefinedHint>(UndefinedHint{std::move(message), security});
+  auto hint = std::make_shared<UndefinedHint>();
+  hint->message = std::move(message);
+  hint->security = security;
+  v.ptr_ = std::move(hint);
   return v;
 }
 
-std::string_view Value::undefined_message() const {
+Value Value::Missing(const Value& object, Value key, bool element) {
+  Value v(Kind::kUndefined);
+  auto hint = std::make_shared<UndefinedHint>();
+  hint->missing = true;
+  hint->element = element;
+  hint->static_type_repr = StaticTypeRepr(object);
+  if (hint->static_type_repr.empty()) hint->owned_type_repr = ObjectTypeRepr(object);
+  hint->key = std::move(key);
+  v.ptr_ = std::move(hint);
+  return v;
+}
+
+std::string Value::undefined_message() const {
   if (ptr_ == nullptr) return {};
-  return static_cast<const UndefinedHint*>(ptr_.get())->message;
+  const auto& hint = *static_cast<const UndefinedHint*>(ptr_.get());
+  if (!hint.missing) return hint.message;
+  std::string_view type_repr =
+      hint.static_type_repr.empty() ? hint.owned_type_repr : hint.static_type_repr;
+  std::string out;
+  if (hint.element) {
+    out.append(type_repr);
+    out += " has no element ";
+    AppendRepr(hint.key, &out);
+  } else {
+    AppendPyRepr(type_repr, &out);
+    out += " has no attribute ";
+    AppendRepr(hint.key, &out);
+  }
+  return out;
 }
 
 bool Value::undefined_is_security() const {
@@ -101,10 +197,9 @@ bool Value::contains_object() const {
 }
 
 void FailUndefined(const Value& undefined) {
-  std::string_view message = undefined.undefined_message();
+  std::string message = undefined.undefined_message();
   if (message.empty()) Fail("UndefinedError", "undefined value");
-  Fail(undefined.undefined_is_security() ? "SecurityError" : "UndefinedError",
-       std::string(message));
+  Fail(undefined.undefined_is_security() ? "SecurityError" : "UndefinedError", std::move(message));
 }
 
 // ---- dict ----
@@ -127,6 +222,23 @@ const Value* DictData::Find(const Value& key) const {
 }
 
 void DictData::Set(Value key, Value value) {
+  if (key.is_string()) {
+    if (entries.size() >= 8 && index_.empty()) {
+      for (uint32_t i = 0; i < entries.size(); ++i)
+        if (entries[i].first.is_string()) index_.emplace(entries[i].first.str(), i);
+    }
+    if (!index_.empty()) {
+      auto [it, inserted] = index_.emplace(key.str(), static_cast<uint32_t>(entries.size()));
+      if (!inserted) {
+        entries[it->second].second = std::move(value);
+        return;
+      }
+      entries.emplace_back(std::move(key), std::move(value));
+      // The index keys view the entry's string, which the shared key keeps in place.
+      return;
+    }
+  }
+  WorkMeter::Charge(static_cast<int64_t>(entries.size()));
   for (auto& [k, v] : entries) {
     if (Equal(k, key)) {
       v = std::move(value);
@@ -146,7 +258,7 @@ void DictData::Finish() {
   if (max_depth + 1 > kMaxNesting) FailLimit("lists and dicts nest too deeply");
   depth = max_depth + 1;
   contains_object = any_object;
-  if (entries.size() > 8) {
+  if (entries.size() > 8 && index_.empty()) {
     index_.reserve(entries.size());
     for (uint32_t i = 0; i < entries.size(); ++i)
       if (entries[i].first.is_string()) index_.emplace(entries[i].first.str(), i);
@@ -156,14 +268,12 @@ void DictData::Finish() {
 // ---- objects ----
 
 Value Object::Call(Interpreter&, CallArgs&) {
-  Fail("TypeError", absl::StrCat("'", TypeName(), "' object is not callable"));
+  Fail("TypeError", Cat("'", TypeName(), "' object is not callable"));
 }
 
 bool Object::GetAttr(std::string_view, Value*) const { return false; }
 
-void Object::AppendRepr(std::string* out) const {
-  absl::StrAppend(out, "<", TypeName(), " object>");
-}
+void Object::AppendRepr(std::string* out) const { CatTo(out, "<", TypeName(), " object>"); }
 
 // ---- Python protocol ----
 
@@ -234,22 +344,17 @@ std::string_view PyTypeName(const Value& v) {
 }
 
 std::string ObjectTypeRepr(const Value& v) {
-  if (v.is_none()) return "None";
   if (v.is_undefined()) return "jinja2.runtime.Undefined object";
   if (v.is_object()) return v.object()->ObjectTypeRepr();
-  return absl::StrCat(PyTypeName(v), " object");
+  return std::string(StaticTypeRepr(v));
 }
 
 namespace {
 
-void CheckPrintDepth(int depth) {
-  if (depth > kMaxPrintDepth) FailLimit("value nests too deeply to print");
-}
-
 void AppendReprAt(const Value& v, int depth, std::string* out);
 
-void AppendSeqRepr(const std::vector<Value>& items, const char* open, const char* close,
-                   bool tuple, int depth, std::string* out) {
+void AppendSeqRepr(const std::vector<Value>& items, const char* open, const char* close, bool tuple,
+                   int depth, std::string* out) {
   out->append(open);
   for (size_t i = 0; i < items.size(); ++i) {
     if (i > 0) out->append(", ");
@@ -261,6 +366,8 @@ void AppendSeqRepr(const std::vector<Value>& items, const char* open, const char
 
 void AppendReprAt(const Value& v, int depth, std::string* out) {
   CheckPrintDepth(depth);
+  WorkMeter::Charge(1);
+  WorkMeter::CheckBytes(out->size());
   switch (v.kind()) {
     case Value::Kind::kUndefined:
       out->append("Undefined");
@@ -272,7 +379,7 @@ void AppendReprAt(const Value& v, int depth, std::string* out) {
       out->append(v.as_bool() ? "True" : "False");
       return;
     case Value::Kind::kInt:
-      absl::StrAppend(out, v.as_int());
+      CatTo(out, v.as_int());
       return;
     case Value::Kind::kFloat:
       AppendPyFloat(v.as_float(), out);
@@ -328,6 +435,10 @@ void AppendReprAt(const Value& v, int depth, std::string* out) {
 
 }  // namespace
 
+void CheckPrintDepth(int depth) {
+  if (depth > kMaxPrintDepth) FailLimit("value nests too deeply to print");
+}
+
 void AppendRepr(const Value& v, std::string* out) { AppendReprAt(v, 0, out); }
 
 std::string Repr(const Value& v) {
@@ -363,7 +474,10 @@ bool Equal(const Value& a, const Value& b) {
     case K::kNone:
       return true;
     case K::kString:
-      return a.shared() == b.shared() || a.str() == b.str();
+      if (a.shared() == b.shared()) return true;
+      if (a.str().size() != b.str().size()) return false;
+      WorkMeter::Charge(static_cast<int64_t>(a.str().size() / 256));
+      return a.str() == b.str();
     case K::kList: {
       const ListData& x = a.list();
       const ListData& y = b.list();
@@ -371,6 +485,7 @@ bool Equal(const Value& a, const Value& b) {
       if (x.kind != y.kind) return false;
       if (x.kind == SeqKind::kGenerator || x.kind == SeqKind::kReverseIterator) return false;
       if (x.items.size() != y.items.size()) return false;
+      WorkMeter::Charge(static_cast<int64_t>(x.items.size()));
       for (size_t i = 0; i < x.items.size(); ++i)
         if (!Equal(x.items[i], y.items[i])) return false;
       return true;
@@ -380,6 +495,7 @@ bool Equal(const Value& a, const Value& b) {
       const DictData& y = b.dict();
       if (&x == &y) return true;
       if (x.entries.size() != y.entries.size()) return false;
+      WorkMeter::Charge(static_cast<int64_t>(x.entries.size()));
       for (const auto& [key, value] : x.entries) {
         const Value* other = y.Find(key);
         if (other == nullptr || !Equal(value, *other)) return false;
@@ -433,18 +549,22 @@ bool Ordered(const Value& a, const Value& b, OrderOp op) {
     if (a.is_float() || b.is_float()) return Apply(a.AsDouble(), b.AsDouble(), op);
     return Apply(a.AsInt(), b.AsInt(), op);
   }
-  if (a.is_string() && b.is_string()) return Apply(a.str().compare(b.str()), 0, op);
+  if (a.is_string() && b.is_string()) {
+    WorkMeter::Charge(static_cast<int64_t>(std::min(a.str().size(), b.str().size()) / 256));
+    return Apply(a.str().compare(b.str()), 0, op);
+  }
   if (a.is_list() && b.is_list() && a.list().kind == b.list().kind &&
       (a.list().kind == SeqKind::kList || a.list().kind == SeqKind::kTuple)) {
     const auto& x = a.list().items;
     const auto& y = b.list().items;
     size_t n = std::min(x.size(), y.size());
+    WorkMeter::Charge(static_cast<int64_t>(n));
     for (size_t i = 0; i < n; ++i)
       if (!Equal(x[i], y[i])) return Ordered(x[i], y[i], op);
     return Apply(x.size(), y.size(), op);
   }
-  Fail("TypeError", absl::StrCat("'", OpText(op), "' not supported between instances of '",
-                                 PyTypeName(a), "' and '", PyTypeName(b), "'"));
+  Fail("TypeError", Cat("'", OpText(op), "' not supported between instances of '", PyTypeName(a),
+                        "' and '", PyTypeName(b), "'"));
 }
 
 bool IsHashable(const Value& v) {
@@ -459,206 +579,6 @@ bool IsHashable(const Value& v) {
     default:
       return true;
   }
-}
-
-// ---- JSON ----
-
-namespace {
-
-Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
-  using T = nlohmann::ordered_json::value_t;
-  if (depth > kMaxNesting) FailLimit("the variables nest too deeply");
-  switch (json.type()) {
-    case T::null:
-    case T::discarded:
-    case T::binary:
-      return Value::None();
-    case T::boolean:
-      return Value::Bool(json.get<bool>());
-    case T::number_integer:
-      return Value::Int(json.get<int64_t>());
-    case T::number_unsigned: {
-      uint64_t u = json.get<uint64_t>();
-      if (u <= static_cast<uint64_t>(INT64_MAX)) return Value::Int(static_cast<int64_t>(u));
-      return Value::Float(static_cast<double>(u));
-    }
-    case T::number_float:
-      return Value::Float(json.get<double>());
-    case T::string:
-      return Value::String(json.get_ref<const std::string&>());
-    case T::array: {
-      std::vector<Value> items;
-      items.reserve(json.size());
-      for (const auto& item : json) items.push_back(FromJsonAt(item, depth + 1));
-      return Value::List(std::move(items));
-    }
-    case T::object: {
-      auto dict = std::make_shared<DictData>();
-      dict->entries.reserve(json.size());
-      for (const auto& [key, value] : json.items())
-        dict->Append(Value::String(key), FromJsonAt(value, depth + 1));
-      dict->Finish();
-      return Value::Dict(std::move(dict));
-    }
-  }
-  return Value::None();
-}
-
-void AppendJsonString(std::string_view s, std::string* out) {
-  out->push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      case '\b':
-        out->append("\\b");
-        break;
-      case '\f':
-        out->append("\\f");
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(c));
-          out->append(buf);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
-void AppendJsonFloat(double x, std::string* out) {
-  if (std::isnan(x)) {
-    out->append("NaN");
-  } else if (std::isinf(x)) {
-    out->append(x < 0 ? "-Infinity" : "Infinity");
-  } else {
-    AppendPyFloat(x, out);
-  }
-}
-
-[[noreturn]] void NotSerializable(const Value& v) {
-  Fail("TypeError", absl::StrCat("Object of type ", PyTypeName(v), " is not JSON serializable"));
-}
-
-void AppendJsonAt(const Value& v, const JsonFormat& format, int depth, std::string* out);
-
-void NewlineIndent(const JsonFormat& format, int depth, std::string* out) {
-  out->push_back('\n');
-  for (int i = 0; i < depth; ++i) out->append(format.indent_unit);
-}
-
-void AppendJsonKey(const Value& key, std::string* out) {
-  switch (key.kind()) {
-    case Value::Kind::kString:
-      AppendJsonString(key.str(), out);
-      return;
-    case Value::Kind::kInt:
-      absl::StrAppend(out, "\"", key.as_int(), "\"");
-      return;
-    case Value::Kind::kFloat:
-      out->push_back('"');
-      AppendJsonFloat(key.as_float(), out);
-      out->push_back('"');
-      return;
-    case Value::Kind::kBool:
-      out->append(key.as_bool() ? "\"true\"" : "\"false\"");
-      return;
-    case Value::Kind::kNone:
-      out->append("\"null\"");
-      return;
-    default:
-      Fail("TypeError", absl::StrCat("keys must be str, int, float, bool or None, not ",
-                                     PyTypeName(key)));
-  }
-}
-
-void AppendJsonAt(const Value& v, const JsonFormat& format, int depth, std::string* out) {
-  CheckPrintDepth(depth);
-  switch (v.kind()) {
-    case Value::Kind::kNone:
-      out->append("null");
-      return;
-    case Value::Kind::kBool:
-      out->append(v.as_bool() ? "true" : "false");
-      return;
-    case Value::Kind::kInt:
-      absl::StrAppend(out, v.as_int());
-      return;
-    case Value::Kind::kFloat:
-      AppendJsonFloat(v.as_float(), out);
-      return;
-    case Value::Kind::kString:
-      AppendJsonString(v.str(), out);
-      return;
-    case Value::Kind::kList: {
-      const ListData& list = v.list();
-      if (list.kind != SeqKind::kList && list.kind != SeqKind::kTuple) NotSerializable(v);
-      if (list.items.empty()) {
-        out->append("[]");
-        return;
-      }
-      out->push_back('[');
-      for (size_t i = 0; i < list.items.size(); ++i) {
-        if (i > 0) out->append(format.item_separator);
-        if (format.indent) NewlineIndent(format, depth + 1, out);
-        AppendJsonAt(list.items[i], format, depth + 1, out);
-      }
-      if (format.indent) NewlineIndent(format, depth, out);
-      out->push_back(']');
-      return;
-    }
-    case Value::Kind::kDict: {
-      const DictData& dict = v.dict();
-      if (dict.entries.empty()) {
-        out->append("{}");
-        return;
-      }
-      std::vector<const std::pair<Value, Value>*> entries;
-      entries.reserve(dict.entries.size());
-      for (const auto& entry : dict.entries) entries.push_back(&entry);
-      if (format.sort_keys) {
-        std::stable_sort(entries.begin(), entries.end(),
-                         [](const auto* x, const auto* y) { return Less(x->first, y->first); });
-      }
-      out->push_back('{');
-      for (size_t i = 0; i < entries.size(); ++i) {
-        if (i > 0) out->append(format.item_separator);
-        if (format.indent) NewlineIndent(format, depth + 1, out);
-        AppendJsonKey(entries[i]->first, out);
-        out->append(format.key_separator);
-        AppendJsonAt(entries[i]->second, format, depth + 1, out);
-      }
-      if (format.indent) NewlineIndent(format, depth, out);
-      out->push_back('}');
-      return;
-    }
-    default:
-      NotSerializable(v);
-  }
-}
-
-}  // namespace
-
-Value FromJson(const nlohmann::ordered_json& json) { return FromJsonAt(json, 0); }
-
-void AppendJson(const Value& v, const JsonFormat& format, std::string* out) {
-  AppendJsonAt(v, format, 0, out);
 }
 
 }  // namespace prefixd::jinja

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -39,11 +40,59 @@ class Error : public std::exception {
   int column = 0;
 };
 
+// Concatenates strings, string_views, characters and integers (absl::StrCat's AlphaNum does
+// not take std::string_view in the Abseil Debian ships).
+namespace internal_cat {
+inline void Add(std::string* out, std::string_view s) { out->append(s); }
+inline void Add(std::string* out, const char* s) { out->append(s); }
+inline void Add(std::string* out, const std::string& s) { out->append(s); }
+inline void Add(std::string* out, char c) { out->push_back(c); }
+template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, char> &&
+                                           !std::is_same_v<T, bool>,
+                                       int> = 0>
+void Add(std::string* out, T v) {
+  out->append(std::to_string(v));
+}
+}  // namespace internal_cat
+template <typename... Args>
+std::string Cat(const Args&... args) {
+  std::string out;
+  (internal_cat::Add(&out, args), ...);
+  return out;
+}
+template <typename... Args>
+void CatTo(std::string* out, const Args&... args) {
+  (internal_cat::Add(out, args), ...);
+}
+
 [[noreturn]] void Fail(const char* kind, std::string message);
 [[noreturn]] void FailLimit(std::string message);  // RESOURCE_EXHAUSTED
 
 // Lists and dicts nest at most this deep (JSON input included).
 inline constexpr int kMaxNesting = 512;
+
+// Deep operations on values (==, <, repr, tojson) charge their work to the render running
+// on this thread, so that one of them on a huge value cannot outlast RenderLimits: each
+// element visited is a step, and text they build may not pass `max_bytes`. Installed for
+// the duration of a render by the interpreter; without one nothing is charged.
+class WorkMeter {
+ public:
+  WorkMeter(int64_t* steps, int64_t max_steps, size_t max_bytes);
+  ~WorkMeter();
+  WorkMeter(const WorkMeter&) = delete;
+  WorkMeter& operator=(const WorkMeter&) = delete;
+
+  // Adds `units` steps to the render on this thread; RESOURCE_EXHAUSTED past its limit.
+  static void Charge(int64_t units);
+  // Fails when text being built on this thread has grown past the render's limit.
+  static void CheckBytes(size_t size);
+
+ private:
+  int64_t* steps_;
+  int64_t max_steps_;
+  size_t max_bytes_;
+  WorkMeter* previous_;
+};
 
 class Value;
 class Object;
@@ -51,21 +100,31 @@ class Interpreter;
 struct ListData;
 struct DictData;
 
-// Arguments of a call: positional, then keyword (names borrowed from the AST).
-struct CallArgs {
-  absl::InlinedVector<Value, 4> positional;
-  absl::InlinedVector<std::pair<std::string_view, Value>, 2> kwargs;
-};
-
 // What a list-like value is, in Python: list, tuple, an iterator (generator,
 // list_reverseiterator: always true, no len(), no subscript) or a dict view.
-enum class SeqKind : uint8_t { kList, kTuple, kGenerator, kReverseIterator, kDictItems,
-                               kDictKeys, kDictValues };
+enum class SeqKind : uint8_t {
+  kList,
+  kTuple,
+  kGenerator,
+  kReverseIterator,
+  kDictItems,
+  kDictKeys,
+  kDictValues
+};
 
 class Value {
  public:
-  enum class Kind : uint8_t { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict,
-                              kObject };
+  enum class Kind : uint8_t {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kObject
+  };
 
   Value() : kind_(Kind::kUndefined), i_(0) {}  // undefined, no hint
   static Value None() { return Value(Kind::kNone); }
@@ -84,16 +143,20 @@ class Value {
     v.f_ = f;
     return v;
   }
+  // Strings are created mutable (never const objects), so that a Value that is the only
+  // owner of its string may append to it in place (the interpreter does, for a + b + c).
   static Value String(std::string s);
   static Value String(std::string_view s) { return String(std::string(s)); }
   static Value String(const char* s) { return String(std::string(s)); }
-  static Value SharedString(std::shared_ptr<const std::string> s);
   static Value List(std::vector<Value> items, SeqKind kind = SeqKind::kList);
   static Value Dict(std::shared_ptr<const DictData> dict);
   static Value FromObject(std::shared_ptr<Object> object);
   // An undefined value whose use fails with `message` (UndefinedError, or SecurityError
   // when `security` is set).
   static Value Undefined(std::string message, bool security = false);
+  // jinja2's undefined for a missing attribute or item of `object`: "'dict object' has no
+  // attribute 'x'" (or "list object has no element 5"), formatted only when used.
+  static Value Missing(const Value& object, Value key, bool element);
 
   Kind kind() const { return kind_; }
   bool is_undefined() const { return kind_ == Kind::kUndefined; }
@@ -113,8 +176,9 @@ class Value {
   int64_t as_int() const { return i_; }  // int or bool
   double as_float() const { return f_; }
   double AsDouble() const {  // a number as a double
-    return kind_ == Kind::kFloat ? f_ : kind_ == Kind::kBool ? (b_ ? 1.0 : 0.0)
-                                                             : static_cast<double>(i_);
+    return kind_ == Kind::kFloat  ? f_
+           : kind_ == Kind::kBool ? (b_ ? 1.0 : 0.0)
+                                  : static_cast<double>(i_);
   }
   int64_t AsInt() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }  // int or bool
   const std::string& str() const { return *static_cast<const std::string*>(ptr_.get()); }
@@ -126,7 +190,7 @@ class Value {
     return std::static_pointer_cast<Object>(std::const_pointer_cast<void>(ptr_));
   }
   // The hint of an undefined value ("'x' is undefined"); empty when it has none.
-  std::string_view undefined_message() const;
+  std::string undefined_message() const;
   bool undefined_is_security() const;
 
   // Nesting depth (0 for scalars) and whether it holds an object somewhere.
@@ -143,6 +207,12 @@ class Value {
     double f_;
   };
   std::shared_ptr<const void> ptr_;  // string, ListData, DictData, Object or undefined hint
+};
+
+// Arguments of a call: positional, then keyword (names borrowed from the AST).
+struct CallArgs {
+  absl::InlinedVector<Value, 4> positional;
+  absl::InlinedVector<std::pair<std::string_view, Value>, 2> kwargs;
 };
 
 struct ListData {
@@ -196,6 +266,9 @@ std::string ObjectTypeRepr(const Value& v);
 // str(v) (undefined: ""), appended.
 void AppendStr(const Value& v, std::string* out);
 std::string ToStr(const Value& v);
+// For printers (repr, tojson): fails past the depth a value can reach (lists and dicts
+// nest kMaxNesting deep, a namespace adds a level).
+void CheckPrintDepth(int depth);
 // repr(v), appended.
 void AppendRepr(const Value& v, std::string* out);
 std::string Repr(const Value& v);
@@ -222,6 +295,8 @@ struct JsonFormat {
   std::string item_separator = ", ";
   std::string key_separator = ": ";
   bool sort_keys = false;
+  bool ensure_ascii = false;    // escape non-ASCII as \uXXXX
+  size_t max_bytes = SIZE_MAX;  // RESOURCE_EXHAUSTED past this
 };
 void AppendJson(const Value& v, const JsonFormat& format, std::string* out);
 
