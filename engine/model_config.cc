@@ -1,10 +1,10 @@
 #include "engine/model_config.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <numbers>
 #include <utility>

@@ -9,9 +9,9 @@
 #include "absl/status/statusor.h"
 #include "engine/llama_weights.h"
 #include "engine/model_config.h"
+#include "kernels/kernels.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
-#include "kernels/kernels.h"
 
 namespace prefixd {
 
@@ -19,7 +19,7 @@ struct LoadedModel {
   std::string id;  // the folder's name, or "random:<preset>"
   ModelConfig config;
   LlamaWeights weights;
-  std::unique_ptr<Tokenizer> tokenizer;  // null when the model has none
+  std::unique_ptr<Tokenizer> tokenizer;         // null when the model has none
   std::unique_ptr<ChatTemplate> chat_template;  // null when the model has none
 };
 

@@ -27,8 +27,8 @@
 #include "engine/llama_model.h"
 #include "engine/output_processor.h"
 #include "engine/request.h"
-#include "tokenizer/tokenizer.h"
 #include "prefix_tree/prefix_cache.h"
+#include "tokenizer/tokenizer.h"
 
 namespace prefixd {
 

@@ -36,7 +36,8 @@ absl::StatusOr<Prefix> ResolvePrefix(const ServiceContext& service,
   if (absl::Status s = CheckNoUnknownFields(request); !s.ok()) return s;
   absl::StatusOr<CacheNamespace> ns = service.Namespace(**tenant, request.shared_namespace());
   if (!ns.ok()) return ns.status();
-  absl::StatusOr<std::vector<TokenId>> tokens = PromptTokens(request, EncoderOf(*service.engine, service.replies, &*ns));
+  absl::StatusOr<std::vector<TokenId>> tokens =
+      PromptTokens(request, EncoderOf(*service.engine, service.replies, &*ns));
   if (!tokens.ok()) return tokens.status();
   return Prefix{*std::move(ns), *std::move(tokens)};
 }

@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "nlohmann/json.hpp"
 #include "google/protobuf/unknown_field_set.h"
+#include "nlohmann/json.hpp"
 
 namespace prefixd {
 
@@ -107,8 +107,8 @@ absl::StatusOr<Json> ParseJsonField(const std::string& text, std::string_view fi
 }
 
 // Keys a message's typed fields own: extra_json may not set them.
-constexpr std::string_view kTypedMessageKeys[] = {"role", "content", "tool_calls",
-                                                  "tool_call_id", "name"};
+constexpr std::string_view kTypedMessageKeys[] = {"role", "content", "tool_calls", "tool_call_id",
+                                                  "name"};
 
 }  // namespace
 
@@ -171,8 +171,8 @@ absl::StatusOr<Conversation> ToConversation(const v1::Conversation& chat) {
       for (const auto& [key, value] : extra->items()) {
         for (std::string_view typed : kTypedMessageKeys) {
           if (key == typed) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                at, ".extra_json may not set \"", key, "\": the message has a field for it"));
+            return absl::InvalidArgumentError(absl::StrCat(at, ".extra_json may not set \"", key,
+                                                           "\": the message has a field for it"));
           }
         }
         message[key] = value;
@@ -258,9 +258,11 @@ absl::StatusOr<EncodedPrompt> EncodeChat(const v1::Conversation& chat,
     }
     return text.status();
   }
-  if (text->empty()) return absl::InvalidArgumentError("the chat template rendered an empty prompt");
+  if (text->empty())
+    return absl::InvalidArgumentError("the chat template rendered an empty prompt");
   EncodedPrompt out;
-  if (std::optional<std::vector<TokenId>> ids = WithRememberedReply(*conversation, *text, encoder)) {
+  if (std::optional<std::vector<TokenId>> ids =
+          WithRememberedReply(*conversation, *text, encoder)) {
     out.ids = *std::move(ids);
   } else {
     out.ids = encoder.tokenizer->Encode(*text, /*add_special_tokens=*/false);

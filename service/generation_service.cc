@@ -181,9 +181,9 @@ absl::Status DetokenizeInto(const ServiceContext& service, const grpc::CallbackS
                                                      tokenizer->vocab_size(), ")"));
     }
   }
-  response.set_text(SanitizeUtf8(tokenizer->Decode(
-      absl::MakeConstSpan(request.token_ids().data(), request.token_ids_size()),
-      request.skip_special_tokens())));
+  response.set_text(SanitizeUtf8(
+      tokenizer->Decode(absl::MakeConstSpan(request.token_ids().data(), request.token_ids_size()),
+                        request.skip_special_tokens())));
   return absl::OkStatus();
 }
 

@@ -11,8 +11,8 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "engine/model_loader.h"
@@ -161,8 +161,7 @@ int Run() {
       LoadModel(model_spec,
                 ModelOverrides{.tokenizer_path = absl::GetFlag(FLAGS_tokenizer),
                                .chat_template_path = absl::GetFlag(FLAGS_chat_template)},
-                *backend,
-                [&progress](int64_t done, int64_t total) { progress(done, total); });
+                *backend, [&progress](int64_t done, int64_t total) { progress(done, total); });
   if (!model.ok()) {
     std::fprintf(stderr, "prefixd: cannot load the model: %s\n", model.status().ToString().c_str());
     return 2;
@@ -225,8 +224,8 @@ int Run() {
     std::fprintf(stderr, "prefixd: --reply_memory_mib must be 0 or more\n");
     return 2;
   }
-  server_options.reply_memory_bytes =
-      static_cast<size_t>(absl::GetFlag(FLAGS_reply_memory_mib)) << 20;
+  server_options.reply_memory_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_reply_memory_mib))
+                                      << 20;
   server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
   absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
       PrefixdServer::Start(engine->get(), std::move(tenants), server_options);

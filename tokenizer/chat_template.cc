@@ -19,9 +19,9 @@ constexpr size_t kMaxConfigBytes = size_t{64} << 20;
 constexpr size_t kMaxTemplateBytes = size_t{4} << 20;
 
 // The keys of transformers' special_tokens_map: passed to the template when set.
-constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token",  "unk_token",
-                                             "sep_token", "pad_token",  "cls_token",
-                                             "mask_token", "additional_special_tokens"};
+constexpr const char* kSpecialTokenKeys[] = {
+    "bos_token", "eos_token", "unk_token",  "sep_token",
+    "pad_token", "cls_token", "mask_token", "additional_special_tokens"};
 
 // Variables apply_chat_template sets itself; a keyword argument may not replace them.
 constexpr const char* kReservedVariables[] = {"messages", "tools", "documents",
@@ -65,9 +65,10 @@ absl::StatusOr<std::optional<Json>> SpecialTokenValue(const Json& value, std::st
     }
     return list;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      std::string(path), ": ", std::string(key), " must be a string or an object with a string \"content\", got ",
-      value.dump(-1, ' ', false, Json::error_handler_t::replace).substr(0, 80)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(path), ": ", std::string(key),
+                   " must be a string or an object with a string \"content\", got ",
+                   value.dump(-1, ' ', false, Json::error_handler_t::replace).substr(0, 80)));
 }
 
 // tokenizer_config.json: its special tokens, and its chat templates (if any).
@@ -109,8 +110,9 @@ absl::StatusOr<TokenizerConfig> ReadTokenizerConfig(const std::string& path) {
       if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string() ||
           !entry.contains("template") || !entry["template"].is_string()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ": chat_template must be a string or a list of {\"name\": "
-                               "string, \"template\": string} objects"));
+            absl::StrCat(path,
+                         ": chat_template must be a string or a list of {\"name\": "
+                         "string, \"template\": string} objects"));
       }
       const std::string name = entry["name"].get<std::string>();
       if (!config.templates.emplace(name, entry["template"].get<std::string>()).second) {
@@ -127,8 +129,10 @@ absl::StatusOr<TokenizerConfig> ReadTokenizerConfig(const std::string& path) {
 
 // Python's str.strip() for the whitespace a template may have trimmed.
 std::string_view Strip(std::string_view s) {
-  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -190,8 +194,8 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(
     if (!t.ok()) {
       const std::string which = templates.size() > 1 ? absl::StrCat(" (\"", name, "\")") : "";
       return absl::InvalidArgumentError(
-          absl::StrCat(std::string(source_name), which, ": chat template does not parse: ",
-                       t.status().message()));
+          absl::StrCat(std::string(source_name), which,
+                       ": chat template does not parse: ", t.status().message()));
     }
     chat->templates_.emplace(name, *std::move(t));
   }
@@ -258,8 +262,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const Conversation& conversatio
   }
   for (const char* reserved : kReservedVariables) {
     if (conversation.kwargs.contains(reserved)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "template keyword arguments may not set \"", reserved, "\": it has its own field"));
+      return absl::InvalidArgumentError(absl::StrCat("template keyword arguments may not set \"",
+                                                     reserved, "\": it has its own field"));
     }
   }
   if (conversation.continue_final_message && conversation.add_generation_prompt.value_or(false)) {
@@ -281,9 +285,9 @@ absl::StatusOr<std::string> ChatTemplate::Render(const Conversation& conversatio
     } else if (templates_.size() == 1) {
       chosen = &templates_.begin()->second;
     } else {
-      return absl::FailedPreconditionError(
-          absl::StrCat("this model has several chat templates (", absl::StrJoin(names(), ", "),
-                       ") and none is named \"default\""));
+      return absl::FailedPreconditionError(absl::StrCat("this model has several chat templates (",
+                                                        absl::StrJoin(names(), ", "),
+                                                        ") and none is named \"default\""));
     }
   }
 

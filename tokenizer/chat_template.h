@@ -26,7 +26,7 @@ namespace prefixd {
 // One apply_chat_template call, in transformers' JSON shapes.
 struct Conversation {
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();  // [{role, content, ...}]
-  std::optional<nlohmann::ordered_json> tools;                         // a list, or None
+  std::optional<nlohmann::ordered_json> tools;                        // a list, or None
   std::optional<bool> add_generation_prompt;  // unset: true unless continue_final_message
   bool continue_final_message = false;
   nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();  // more variables

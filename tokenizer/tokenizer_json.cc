@@ -8,9 +8,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
 #include "tokenizer/tokenizer_spec.h"
 #include "tokenizer/tokenizer_utf8.h"
-#include "nlohmann/json.hpp"
 
 namespace prefixd {
 

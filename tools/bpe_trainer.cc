@@ -12,10 +12,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "nlohmann/json.hpp"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_regex.h"
 #include "tokenizer/tokenizer_utf8.h"
-#include "nlohmann/json.hpp"
 
 namespace prefixd {
 namespace {

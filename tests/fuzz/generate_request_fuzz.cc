@@ -7,10 +7,10 @@
 
 #include "base/check.h"
 #include "engine/request.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
 #include "prefixd/v1/generation.pb.h"
 #include "service/convert.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

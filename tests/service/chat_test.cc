@@ -35,7 +35,8 @@ class ChatClient {
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
     v1::TokenizeResponse response;
     grpc::Status s = stub_->Tokenize(&ctx, request, &response);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     return response;
   }
 
@@ -47,7 +48,8 @@ class ChatClient {
     request.set_skip_special_tokens(true);
     v1::DetokenizeResponse response;
     grpc::Status s = stub_->Detokenize(&ctx, request, &response);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     return response.text();
   }
 
@@ -136,8 +138,9 @@ TEST(ChatTest, RendersTheModelsTemplateAndAddsNoSecondBos) {
 
   absl::StatusOr<std::string> back = client.Detokenize(ids);
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(*back, "system\n\nYou are a helpful assistant.user\n\nTell me about the old "
-                   "library.assistant\n\n");
+  EXPECT_EQ(*back,
+            "system\n\nYou are a helpful assistant.user\n\nTell me about the old "
+            "library.assistant\n\n");
   EXPECT_EQ(client.Detokenize({1 << 20}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*server)->Stop(), 0);
 }
@@ -211,11 +214,11 @@ TEST(ChatTest, EachTurnIsServedFromTheCacheUpToThePreviousReply) {
 }
 
 TEST(ChatTest, BadConversationsGetPreciseErrors) {
-  const std::string strict = WriteTemp(
-      "strict.jinja",
-      "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
-      "{{ raise_exception('System role not supported') }}{% endif %}"
-      "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}");
+  const std::string strict =
+      WriteTemp("strict.jinja",
+                "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+                "{{ raise_exception('System role not supported') }}{% endif %}"
+                "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}");
   auto server = ServerProcess::Start({"--chat_template=" + strict});
   ASSERT_TRUE(server.ok()) << server.status();
   ChatClient client((*server)->target());

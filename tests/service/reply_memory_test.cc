@@ -11,8 +11,8 @@ namespace {
 using ::testing::ElementsAreArray;
 
 std::unique_ptr<Tokenizer> LoadTokenizer() {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromFile(
-      std::string(PREFIXD_TESTDATA_DIR) + "/llama3_style_tokenizer.json");
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+      Tokenizer::FromFile(std::string(PREFIXD_TESTDATA_DIR) + "/llama3_style_tokenizer.json");
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *std::move(t) : nullptr;
 }
@@ -22,7 +22,8 @@ std::vector<TokenId> Spelled(const Tokenizer& tok, const std::string& text) {
   std::vector<TokenId> ids;
   for (char c : text) {
     // Byte-level BPE spells a space as U+0120.
-    std::optional<TokenId> id = tok.TokenToId(c == ' ' ? std::string("\xC4\xA0") : std::string(1, c));
+    std::optional<TokenId> id =
+        tok.TokenToId(c == ' ' ? std::string("\xC4\xA0") : std::string(1, c));
     EXPECT_TRUE(id.has_value()) << c;
     ids.push_back(*id);
   }
@@ -50,9 +51,9 @@ TEST(ReplyMemoryTest, TheNextTurnRunsTheGeneratedIdsNotARetokenization) {
 
   std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
   ASSERT_TRUE(ids.has_value());
-  EXPECT_THAT(*ids, ElementsAreArray(Concat(Concat(turn.prompt_ids, turn.reply_ids),
-                                            tok->Encode(text.substr(before.size() + reply.size()),
-                                                        false))));
+  EXPECT_THAT(*ids, ElementsAreArray(
+                        Concat(Concat(turn.prompt_ids, turn.reply_ids),
+                               tok->Encode(text.substr(before.size() + reply.size()), false))));
   EXPECT_EQ(tok->Decode(*ids, false), text);
 }
 
@@ -68,9 +69,9 @@ TEST(ReplyMemoryTest, OnlyTheTokensWhoseTextTheMessageRepeatsAreReused) {
   std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
   ASSERT_TRUE(ids.has_value());
   const std::vector<TokenId> kept(turn.reply_ids.begin(), turn.reply_ids.begin() + 3);
-  EXPECT_THAT(*ids, ElementsAreArray(Concat(Concat(turn.prompt_ids, kept),
-                                            tok->Encode("<|eot_id|>user: more\nassistant:",
-                                                        false))));
+  EXPECT_THAT(*ids,
+              ElementsAreArray(Concat(Concat(turn.prompt_ids, kept),
+                                      tok->Encode("<|eot_id|>user: more\nassistant:", false))));
   EXPECT_EQ(tok->Decode(*ids, false), text);
 
   // A message that does not start like the reply reuses nothing.
@@ -88,7 +89,9 @@ TEST(ReplyMemoryTest, BytesTheClientSawAsReplacementCharactersStillMatch) {
   turn.prompt_ids = tok->Encode(before, false);
   // Byte-level BPE spells byte 0xC3 as U+00C3: alone, before "a", it is not UTF-8.
   turn.reply_ids = Concat({*tok->TokenToId("\xC3\x83")}, Spelled(*tok, "ab"));
-  const std::string text = before + "\xEF\xBF\xBD" "ab<|eot_id|>";
+  const std::string text = before +
+                           "\xEF\xBF\xBD"
+                           "ab<|eot_id|>";
   std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
   ASSERT_TRUE(ids.has_value());
   EXPECT_THAT(*ids, ElementsAreArray(Concat(Concat(turn.prompt_ids, turn.reply_ids),
@@ -102,8 +105,8 @@ TEST(ReplyMemoryTest, SpecialTokensInsideAReplyAreKept) {
   const std::string before = "user: hi\nassistant:";
   ReplyMemory::Turn turn;
   turn.prompt_ids = tok->Encode(before, false);
-  turn.reply_ids = Concat(Concat(Spelled(*tok, "a"), {*tok->TokenToId("<|end_of_text|>")}),
-                          Spelled(*tok, "b"));
+  turn.reply_ids =
+      Concat(Concat(Spelled(*tok, "a"), {*tok->TokenToId("<|end_of_text|>")}), Spelled(*tok, "b"));
   const std::string text = before + "ab<|eot_id|>";
   std::optional<std::vector<TokenId>> ids = AssembleWithReply(*tok, turn, before, text);
   ASSERT_TRUE(ids.has_value());

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/tokenizer.h"
 #include "tools/test_corpus.h"
 
 namespace prefixd {

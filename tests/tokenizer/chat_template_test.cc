@@ -45,7 +45,8 @@ class ModelFolder {
 
 Conversation Chat(std::initializer_list<std::pair<const char*, const char*>> messages) {
   Conversation c;
-  for (const auto& [role, content] : messages) c.messages.push_back({{"role", role}, {"content", content}});
+  for (const auto& [role, content] : messages)
+    c.messages.push_back({{"role", role}, {"content", content}});
   return c;
 }
 
@@ -106,12 +107,12 @@ TEST(ChatTemplateTest, AModelWithoutATemplateHasNone) {
 
 TEST(ChatTemplateTest, NamedTemplatesPickToolUseWhenToolsAreGiven) {
   ModelFolder folder;
-  folder.Write("tokenizer_config.json",
-               Json({{"chat_template",
-                      Json::array({{{"name", "default"}, {"template", "plain"}},
-                                   {{"name", "tool_use"},
-                                    {"template", "tools: {{ tools | tojson }}"}}})}})
-                   .dump());
+  folder.Write(
+      "tokenizer_config.json",
+      Json({{"chat_template",
+             Json::array({{{"name", "default"}, {"template", "plain"}},
+                          {{"name", "tool_use"}, {"template", "tools: {{ tools | tojson }}"}}})}})
+          .dump());
   absl::StatusOr<std::unique_ptr<ChatTemplate>> t = ChatTemplate::Load(folder.path(), "");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT((*t)->names(), ElementsAre("default", "tool_use"));
@@ -152,10 +153,11 @@ TEST(ChatTemplateTest, TemplateErrorsAreTheTemplatesOwnMessage) {
 }
 
 TEST(ChatTemplateTest, KeywordArgumentsReachTheTemplateButNotItsOwnVariables) {
-  absl::StatusOr<std::unique_ptr<ChatTemplate>> t = ChatTemplate::Create(
-      {{"default", "{% if enable_thinking is defined and not enable_thinking %}no think"
-                   "{% else %}think{% endif %}"}},
-      {}, "test");
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> t =
+      ChatTemplate::Create({{"default",
+                             "{% if enable_thinking is defined and not enable_thinking %}no think"
+                             "{% else %}think{% endif %}"}},
+                           {}, "test");
   ASSERT_TRUE(t.ok()) << t.status();
   Conversation c = Chat({{"user", "x"}});
   EXPECT_EQ(*(*t)->Render(c), "think");
@@ -193,10 +195,11 @@ TEST(ChatTemplateTest, BadFilesAreNamedWithLineAndColumn) {
 }
 
 TEST(ChatTemplateTest, AHostileTemplateIsBounded) {
-  absl::StatusOr<std::unique_ptr<ChatTemplate>> t = ChatTemplate::Create(
-      {{"default", "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}"
-                   "{% endfor %}"}},
-      {}, "test");
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> t =
+      ChatTemplate::Create({{"default",
+                             "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}"
+                             "{% endfor %}"}},
+                           {}, "test");
   ASSERT_TRUE(t.ok()) << t.status();
   absl::StatusOr<std::string> text = (*t)->Render(Chat({{"user", "x"}}));
   EXPECT_EQ(text.status().code(), absl::StatusCode::kResourceExhausted);

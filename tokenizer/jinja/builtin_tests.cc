@@ -1,4 +1,6 @@
 // jinja2's tests (`x is defined`, `x is divisibleby 3`, ...), jinja2/tests.py of 3.1.
+#include <cmath>
+
 #include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/py_string.h"
 #include "tokenizer/jinja/runtime.h"
@@ -28,7 +30,12 @@ void NoArgs(std::string_view test, CallArgs& args) {
 int64_t IntOperand(const Value& v, std::string_view test) {
   if (v.is_undefined()) FailUndefined(v);
   if (v.is_int() || v.is_bool()) return v.AsInt();
-  if (v.is_float()) return static_cast<int64_t>(v.as_float());
+  if (v.is_float()) {
+    double f = v.as_float();
+    if (!std::isfinite(f) || std::fabs(f) >= 9.2e18)
+      Fail("OverflowError", "cannot convert float to integer");
+    return static_cast<int64_t>(f);
+  }
   Fail("TypeError", Cat("test '", test, "' needs a number, not '", PyTypeName(v), "'"));
 }
 
@@ -108,6 +115,7 @@ bool TestEven(Interpreter&, const Value& v, CallArgs& a) {
 bool TestDivisibleBy(Interpreter&, const Value& v, CallArgs& a) {
   int64_t n = IntOperand(OneArg("divisibleby", a), "divisibleby");
   if (n == 0) Fail("ZeroDivisionError", "integer division or modulo by zero");
+  if (n == -1) return true;  // INT64_MIN % -1 overflows in C++
   return IntOperand(v, "divisibleby") % n == 0;
 }
 bool TestEq(Interpreter&, const Value& v, CallArgs& a) { return Equal(v, OneArg("eq", a)); }

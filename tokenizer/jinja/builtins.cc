@@ -457,10 +457,14 @@ Value RangeFn(Interpreter& interp, CallArgs& args) {
     if (n == 3) step = RequireInt(args.positional[2], "range() argument");
   }
   if (step == 0) Fail("ValueError", "range() arg 3 must not be zero");
-  // Length without overflow: in doubles is exact enough to compare with kMaxRange.
-  double span =
-      (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
-  int64_t length = span <= 0 ? 0 : static_cast<int64_t>(std::ceil(span));
+  // The length in 128 bits: start, stop and step may be anywhere in int64.
+  __int128 span = static_cast<__int128>(stop) - start;
+  __int128 magnitude = step > 0 ? step : -static_cast<__int128>(step);
+  int64_t length = 0;
+  if ((span > 0 && step > 0) || (span < 0 && step < 0)) {
+    __int128 n = ((span > 0 ? span : -span) + magnitude - 1) / magnitude;
+    length = n > kMaxRange ? kMaxRange + 1 : static_cast<int64_t>(n);
+  }
   if (length > kMaxRange) {
     Fail("OverflowError",
          "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
@@ -468,7 +472,11 @@ Value RangeFn(Interpreter& interp, CallArgs& args) {
   interp.Step(length);
   std::vector<Value> out;
   out.reserve(length);
-  for (int64_t i = 0; i < length; ++i) out.push_back(Value::Int(start + i * step));
+  int64_t value = start;
+  for (int64_t i = 0; i < length; ++i) {
+    out.push_back(Value::Int(value));
+    if (i + 1 < length) value += step;  // stays within [start, stop): no overflow
+  }
   return Value::List(std::move(out));
 }
 

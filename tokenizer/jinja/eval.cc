@@ -59,9 +59,15 @@ std::vector<size_t> SliceIndices(int64_t length, const Value& start_v, const Val
   WorkMeter::Charge(step > 0 ? (stop > start ? (stop - start) / step : 0)
                              : (start > stop ? (start - stop) / -step : 0));
   if (step > 0) {
-    for (int64_t i = start; i < stop; i += step) out.push_back(static_cast<size_t>(i));
+    for (int64_t i = start; i < stop;) {
+      out.push_back(static_cast<size_t>(i));
+      if (__builtin_add_overflow(i, step, &i)) break;
+    }
   } else {
-    for (int64_t i = start; i > stop; i += step) out.push_back(static_cast<size_t>(i));
+    for (int64_t i = start; i > stop;) {
+      out.push_back(static_cast<size_t>(i));
+      if (__builtin_add_overflow(i, step, &i)) break;
+    }
   }
   return out;
 }
@@ -478,6 +484,18 @@ double PyFloatMod(double a, double b) {
   return r;
 }
 
+// CPython's float_divmod floor quotient: the remainder from fmod, then (a - mod) / b
+// floored and corrected, so 0.5 // 0.1 is 4.0 as in Python.
+double PyFloatFloorDiv(double a, double b) {
+  double mod = std::fmod(a, b);
+  double div = (a - mod) / b;
+  if (mod != 0 && ((b < 0) != (mod < 0))) div -= 1.0;
+  if (div == 0) return std::copysign(0.0, a / b);
+  double floordiv = std::floor(div);
+  if (div - floordiv > 0.5) floordiv += 1.0;
+  return floordiv;
+}
+
 bool IsSeq(const Value& v) {
   return v.is_list() && (v.list().kind == SeqKind::kList || v.list().kind == SeqKind::kTuple);
 }
@@ -597,7 +615,7 @@ Value Interpreter::Arith(BinaryOp op, const Value& a, const Value& b) {
         return Value::Int(FloorDiv(a.AsInt(), b.AsInt()));
       }
       if (b.AsDouble() == 0) Fail("ZeroDivisionError", "float floor division by zero");
-      return Value::Float(std::floor(a.AsDouble() / b.AsDouble()));
+      return Value::Float(PyFloatFloorDiv(a.AsDouble(), b.AsDouble()));
     case BinaryOp::kMod:
       if (a.is_string()) {
         CallArgs format_args;

@@ -338,7 +338,7 @@ Value FilterTruncate(Interpreter&, const Value& v, CallArgs& args) {
   std::string s = ToStr(v);
   std::vector<size_t> offsets = CodePointOffsets(s);
   int64_t n = static_cast<int64_t>(offsets.size()) - 1;
-  if (n <= length + leeway) return Str(std::move(s));
+  if (n - leeway <= length) return Str(std::move(s));  // n <= length + leeway
   int64_t keep = std::max<int64_t>(0, length - end_len);
   std::string head = s.substr(0, offsets[std::min(keep, n)]);
   if (killwords) return Str(head + end);
@@ -489,7 +489,9 @@ Value FilterRound(Interpreter&, const Value& v, CallArgs& args) {
   if (method != "common") {
     double scale = std::pow(10.0, static_cast<double>(precision));
     double x = v.AsDouble() * scale;
-    return Value::Float((method == "ceil" ? std::ceil(x) : std::floor(x)) / scale);
+    // Python's math.floor/ceil return an int, which has no -0: "+ 0.0" drops the sign.
+    double whole = (method == "ceil" ? std::ceil(x) : std::floor(x)) + 0.0;
+    return Value::Float(whole / scale);
   }
   if (v.is_int() || v.is_bool()) {
     int64_t i = v.AsInt();
@@ -498,7 +500,10 @@ Value FilterRound(Interpreter&, const Value& v, CallArgs& args) {
     int64_t scale = 1;
     for (int64_t k = 0; k < -precision; ++k) scale *= 10;
     double q = RoundHalfEven(static_cast<double>(i) / static_cast<double>(scale));
-    return Value::Int(static_cast<int64_t>(q) * scale);
+    int64_t rounded;
+    if (__builtin_mul_overflow(static_cast<int64_t>(q), scale, &rounded))
+      Fail("OverflowError", "integer overflow");
+    return Value::Int(rounded);
   }
   double x = v.as_float();
   if (!std::isfinite(x)) return Value::Float(x);
@@ -660,7 +665,10 @@ Value FilterBatch(Interpreter&, const Value& v, CallArgs& args) {
   }
   if (!tmp.empty()) {
     if (a.Get(1) && !a.Get(1)->is_none())
-      while (static_cast<int64_t>(tmp.size()) < linecount) tmp.push_back(*a.Get(1));
+      while (static_cast<int64_t>(tmp.size()) < linecount) {
+        WorkMeter::Charge(1);
+        tmp.push_back(*a.Get(1));
+      }
     out.push_back(Value::List(std::move(tmp)));
   }
   return Generator(std::move(out));

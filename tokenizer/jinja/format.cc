@@ -86,7 +86,7 @@ std::string PyPercentFormat(Interpreter& interp, const std::string& fmt, const C
       ++i;
     } else {
       while (i < fmt.size() && IsDigit(fmt[i]))
-        width = std::max<int64_t>(width, 0) * 10 + (fmt[i++] - '0');
+        width = std::min<int64_t>(std::max<int64_t>(width, 0) * 10 + (fmt[i++] - '0'), 1 << 30);
     }
     if (i < fmt.size() && fmt[i] == '.') {
       ++i;
@@ -95,7 +95,8 @@ std::string PyPercentFormat(Interpreter& interp, const std::string& fmt, const C
         precision = RequireInt(take(), "* precision");
         ++i;
       } else {
-        while (i < fmt.size() && IsDigit(fmt[i])) precision = precision * 10 + (fmt[i++] - '0');
+        while (i < fmt.size() && IsDigit(fmt[i]))
+          precision = std::min<int64_t>(precision * 10 + (fmt[i++] - '0'), 1 << 30);
       }
     }
     while (i < fmt.size() && (fmt[i] == 'h' || fmt[i] == 'l' || fmt[i] == 'L')) ++i;
@@ -121,6 +122,8 @@ std::string PyPercentFormat(Interpreter& interp, const std::string& fmt, const C
         if (value->is_string() && CodePointCount(value->str()) == 1) {
           body = value->str();
         } else if (value->is_int()) {
+          if (value->as_int() < 0 || value->as_int() > 0x10FFFF)
+            Fail("OverflowError", "%c arg not in range(0x110000)");
           AppendUtf8(static_cast<char32_t>(value->as_int()), &body);
         } else {
           Fail("TypeError", "%c requires int or char");
@@ -140,7 +143,8 @@ std::string PyPercentFormat(Interpreter& interp, const std::string& fmt, const C
         } else if (value->is_float() &&
                    (conversion == 'd' || conversion == 'i' || conversion == 'u')) {
           double f = value->as_float();
-          if (!std::isfinite(f)) Fail("OverflowError", "cannot convert float to integer");
+          if (!std::isfinite(f) || std::fabs(f) >= 9.2e18)
+            Fail("OverflowError", "cannot convert float to integer");
           n = static_cast<int64_t>(f);
         } else {
           if (value->is_undefined()) FailUndefined(*value);
@@ -239,14 +243,15 @@ std::string FormatWithSpec(const Value& value, std::string_view spec) {
   }
   int64_t width = -1;
   while (i < spec.size() && IsDigit(spec[i]))
-    width = std::max<int64_t>(width, 0) * 10 + (spec[i++] - '0');
+    width = std::min<int64_t>(std::max<int64_t>(width, 0) * 10 + (spec[i++] - '0'), 1 << 30);
   char grouping = 0;
   if (i < spec.size() && (spec[i] == ',' || spec[i] == '_')) grouping = spec[i++];
   int64_t precision = -1;
   if (i < spec.size() && spec[i] == '.') {
     ++i;
     precision = 0;
-    while (i < spec.size() && IsDigit(spec[i])) precision = precision * 10 + (spec[i++] - '0');
+    while (i < spec.size() && IsDigit(spec[i]))
+      precision = std::min<int64_t>(precision * 10 + (spec[i++] - '0'), 1 << 30);
   }
   char type = 0;
   if (i < spec.size()) type = spec[i++];

@@ -407,6 +407,9 @@ Interpreter::Flow Interpreter::ExecFor(const ForStmt& stmt, std::string* out) {
     loop_value = Value::FromObject(loop);
   }
   std::shared_ptr<Scope> iteration;
+  // jinja2 clears its "no iteration" flag at the end of the body, so the else block runs
+  // unless some iteration reached the end of the body (break/continue skip that).
+  bool run_else = true;
   for (size_t i = 0; i < items.size(); ++i) {
     Step();
     // Each iteration gets fresh variables (jinja2: a set inside the body does not carry
@@ -426,8 +429,9 @@ Interpreter::Flow Interpreter::ExecFor(const ForStmt& stmt, std::string* out) {
     Flow flow = Exec(stmt.body, out);
     scope_ = saved;
     if (flow == Flow::kBreak) break;
+    if (flow == Flow::kNormal) run_else = false;
   }
-  if (items.empty()) return Exec(stmt.else_body, out);
+  if (run_else) return Exec(stmt.else_body, out);
   return Flow::kNormal;
 }
 

@@ -44,6 +44,8 @@ absl::StatusOr<Template> Template::Parse(std::string_view source) {
     return Template(std::move(root));
   } catch (const Error& error) {
     return ToStatus(error, /*with_column=*/true);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of memory while parsing the template");
   }
 }
 
