@@ -355,7 +355,10 @@ std::string_view ArchitectureModelType(ModelArchitecture architecture) {
   return "unknown";
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_view path) {
+namespace {
+
+// The top-level object of a JSON file; `path` names it in errors.
+absl::StatusOr<Json> ParseJsonObject(std::string_view json, std::string_view path) {
   Json root;
   try {
     root = Json::parse(json.begin(), json.end());
@@ -371,6 +374,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_
     return absl::InvalidArgumentError(
         absl::StrCat(AsAbsl(path), ": expected a JSON object at the top level, got ", Quote(root)));
   }
+  return root;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_view path) {
+  absl::StatusOr<Json> parsed = ParseJsonObject(json, path);
+  if (!parsed.ok()) return parsed.status();
+  const Json& root = *parsed;
 
   ModelConfig c;
   FieldReader f(root, path);
@@ -457,20 +469,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, std::string_
 
 absl::Status ApplyGenerationConfig(std::string_view json, std::string_view path,
                                    ModelConfig& config) {
-  Json root;
-  try {
-    root = Json::parse(json.begin(), json.end());
-  } catch (const Json::exception& e) {
-    std::string_view what = e.what();
-    if (size_t end = what.find("] "); what.starts_with("[json.") && end != what.npos) {
-      what.remove_prefix(end + 2);
-    }
-    return absl::InvalidArgumentError(absl::StrCat(AsAbsl(path), ": invalid JSON: ", AsAbsl(what)));
-  }
-  if (!root.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(AsAbsl(path), ": expected a JSON object at the top level, got ", Quote(root)));
-  }
+  absl::StatusOr<Json> parsed = ParseJsonObject(json, path);
+  if (!parsed.ok()) return parsed.status();
+  const Json& root = *parsed;
   // Only the stop set is taken: sampling defaults stay the request's business.
   ModelConfig ids;
   ids.vocab_size = config.vocab_size;

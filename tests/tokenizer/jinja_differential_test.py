@@ -1228,7 +1228,7 @@ def main():
     parser.add_argument("--python-only", action="store_true", help="no C++: report how generated cases render")
     parser.add_argument("--avoid", action="append", default=[], choices=sorted(AVOID_CHOICES),
                         help="leave out a known difference while triaging: " +
-                        "; ".join(f"{k}: {v}" for k, v in sorted(AVOID_CHOICES.items())))
+                        "; ".join(f"{k}: {v}" for k, v in sorted(AVOID_CHOICES.items())).replace("%", "%%"))
     parser.add_argument("--strict-kinds", action="store_true", help="an error-kind group mismatch fails the run too")
     parser.add_argument("--max-report", type=int, default=5, help="python-only: failures printed (default 5)")
     parser.add_argument("--reduce-seconds", type=float, default=30, help="time spent shrinking mismatches (default 30)")

@@ -503,5 +503,60 @@ TEST(JinjaTest, TemplateIsReusableAndVariablesKeepTheirOrder) {
   EXPECT_EQ(missing.status().message(), "line 1: 'm' is undefined");
 }
 
+// Differential findings (jinja2 3.1.2 behaviour).
+TEST(JinjaTest, ForElseRunsWhenNoIterationReachedTheEndOfTheBody) {
+  EXPECT_EQ(R("{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}"), "1E");
+  EXPECT_EQ(R("{% for x in [1] %}{% continue %}{% else %}E{% endfor %}"), "E");
+  EXPECT_EQ(R("{% for x in [1, 2] %}{{ x }}{% continue %}{% else %}E{% endfor %}"), "12E");
+  EXPECT_EQ(R("{% for x in [1, 2] %}{{ x }}{% if x == 2 %}{% break %}{% endif %}{% else %}E"
+              "{% endfor %}"),
+            "12");
+  EXPECT_EQ(R("{% for x in [1, 2] %}{% if x == 1 %}{% continue %}{% endif %}{{ x }}{% else %}E"
+              "{% endfor %}"),
+            "2");
+  EXPECT_EQ(R("{% for x in [] %}{% else %}E{% endfor %}"), "E");
+}
+
+TEST(JinjaTest, FloatFloorDivAndModFollowCPythonDivmod) {
+  EXPECT_EQ(R("{{ 0.5 // 0.1 }} {{ 1 // 0.1 }} {{ 100.0 // 0.1 }} {{ 1e16 // -3 }}"
+              " {{ (1e16 // -3) % -3 }} {{ ((2.0 // 0.1) / 2) % 2 }} {{ 0.0 // -3 }}"
+              " {{ -0.0 // 3 }} {{ -1 // 3.0 }} {{ 7.5 // 2 }} {{ -7.5 // 2 }}"),
+            "4.0 9.0 999.0 -3333333333333335.0 -2.0 1.5 -0.0 -0.0 -1.0 3.0 -4.0");
+}
+
+TEST(JinjaTest, RoundFloorAndCeilHaveNoNegativeZero) {
+  EXPECT_EQ(R("{{ -0.4|round(0, 'ceil') }} {{ -0.0|round(0, 'floor') }}"
+              " {{ -0.04|round(1, 'ceil') }} {{ -0.0|round }} {{ -0.4|round }}"
+              " {{ -1.5|round(0, 'floor') }}"),
+            "0.0 0.0 0.0 -0.0 -0.0 -2.0");
+}
+
+TEST(JinjaTest, LowerUsesGreekFinalSigma) {
+  EXPECT_EQ(
+      R("{{ 'ΟΔΟΣ'|lower }} {{ 'ΣΑΣ ΟΔΟΣ'.lower() }} {{ 'AΣ B'|lower }} {{ 'Σ'|lower }}"
+        " {{ 'ΟΔΟΣ'|title }} {{ 'ΟΔΟΣ'.title() }} {{ 'ΟΔΟΣ'|capitalize }}"
+        " {{ 'ΟΔΟΣ'.casefold() }} {{ \"AΣ'B\"|lower }} {{ 'AΣ.'|lower }} {{ 'ΑΣ-ΟΣ'|title }}"),
+      "οδος σας οδος aς b σ Οδος Οδος Οδος οδοσ aσ'b aς. Ασ-Οσ");
+}
+
+TEST(JinjaTest, LoopControlInsideSetAndFilterBlocksActsOnTheLoop) {
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% set v %}{% break %}{% endset %}l{% endfor %}"), "");
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% set v %}a{% continue %}{% endset %}[{{ v }}]{% endfor %}"),
+            "");
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% filter upper %}a{% break %}{% endfilter %}l{% endfor %}"),
+            "");
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% filter upper %}a{% if s == 1 %}{% continue %}{% endif %}"
+              "{% endfilter %}l{% endfor %}"),
+            "Al");
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% set v %}a{{ s }}{% if s == 1 %}{% continue %}{% endif %}"
+              "{% endset %}[{{ v }}]{% endfor %}"),
+            "[a2]");
+  EXPECT_EQ(R("{% for s in [1, 2] %}{% set v %}{% for q in [1] %}{% break %}{% endfor %}x"
+              "{% endset %}[{{ v }}]{% endfor %}"),
+            "[x][x]");
+  EXPECT_THAT(R("{% for s in [1, 2] %}{% generation %}{% break %}{% endgeneration %}l{% endfor %}"),
+              HasSubstr("'break' outside loop"));
+}
+
 }  // namespace
 }  // namespace prefixd::jinja

@@ -195,7 +195,13 @@ Value StringMethod(Interpreter& interp, const std::string& s, std::string_view n
     interp.CheckSize(out.size());
     return Str(std::move(out));
   }
-  if (name == "lower" || name == "casefold") return Str(PyLower(s));
+  if (name == "lower") return Str(PyLower(s));
+  if (name == "casefold") {  // no final sigma: casefold() folds both sigmas to U+03C3
+    std::string folded = PyLower(s);
+    for (size_t at = 0; (at = folded.find("\xCF\x82", at)) != std::string::npos; at += 2)
+      folded[at + 1] = '\x83';
+    return Str(std::move(folded));
+  }
   if (name == "upper") return Str(PyUpper(s));
   if (name == "title") return Str(PyTitle(s));
   if (name == "capitalize") return Str(PyCapitalize(s));

@@ -97,19 +97,25 @@ Value FilterTitle(Interpreter&, const Value& v, CallArgs& args) {
   std::string s = ToStr(v);
   std::string out;
   bool word_start = true;
+  std::string tail;  // the rest of the word, lowered as one string as jinja2 does (final sigma)
   for (size_t i = 0; i < s.size();) {
     size_t start = i;
     char32_t c = DecodeUtf8(s, &i);
     std::string_view piece(s.data() + start, i - start);
     bool separator = IsPySpace(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
     if (separator) {
+      out += PyLower(tail);
+      tail.clear();
       out.append(piece);
       word_start = true;
-    } else {
-      out += word_start ? PyUpper(piece) : PyLower(piece);
+    } else if (word_start) {
+      out += PyUpper(piece);
       word_start = false;
+    } else {
+      tail.append(piece);
     }
   }
+  out += PyLower(tail);
   return Str(std::move(out));
 }
 

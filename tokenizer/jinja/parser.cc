@@ -190,7 +190,12 @@ class Parser {
     } else if (tag == "generation") {
       const Token& begin = Next();
       auto scope = Make(begin, new ScopeStmt);
+      // transformers' generation block is a CallBlock in jinja2: a function of its own, so
+      // break/continue inside it do not reach an enclosing loop.
+      int saved_loop_depth = loop_depth_;
+      loop_depth_ = 0;
       scope->body = ParseBlockBody({"endgeneration"});
+      loop_depth_ = saved_loop_depth;
       Next();
       stmt = std::move(scope);
     } else if (tag == "break" || tag == "continue") {

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 namespace prefixd::jinja {
 
@@ -158,6 +159,43 @@ void AppendLower(char32_t c, std::string* out) {
   AppendUtf8(l ? l : c, out);
 }
 
+// Unicode Case_Ignorable (Mn, Me, Cf, Lm, Sk and Word_Break MidLetter/MidNumLet/Single_Quote),
+// for the scripts PyLower knows.
+bool IsCaseIgnorable(char32_t c) {
+  return c == '\'' || c == '.' || c == ':' || c == '^' || c == '`' || c == 0xA8 || c == 0xAD ||
+         c == 0xAF || c == 0xB4 || c == 0xB7 || c == 0xB8 || (c >= 0x2B0 && c <= 0x36F) ||
+         c == 0x374 || c == 0x375 || c == 0x37A || c == 0x384 || c == 0x385 || c == 0x387 ||
+         (c >= 0x483 && c <= 0x489) || (c >= 0x200B && c <= 0x200F) || c == 0x2018 || c == 0x2019 ||
+         c == 0x2024 || c == 0x2027 || (c >= 0x2060 && c <= 0x2064) || c == 0xFEFF;
+}
+
+// Python's lower() of U+03A3 at s[start, end): final sigma (U+03C2) when a cased letter
+// precedes it and none follows, case-ignorable code points skipped either way.
+void AppendLowerSigma(std::string_view s, size_t start, size_t end, std::string* out) {
+  bool final_sigma = false;
+  for (size_t j = start; j > 0;) {
+    size_t k = j - 1;  // find the start of the code point before j
+    while (k > 0 && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80 && j - k < 4) --k;
+    size_t pos = k;
+    char32_t c = DecodeUtf8(s, &pos);
+    if (pos != j) {  // not a valid sequence ending at j: one invalid byte
+      k = j - 1;
+      c = 0xFFFD;
+    }
+    j = k;
+    if (IsCaseIgnorable(c)) continue;
+    final_sigma = IsCased(c);
+    break;
+  }
+  for (size_t j = end; final_sigma && j < s.size();) {
+    char32_t c = DecodeUtf8(s, &j);
+    if (IsCaseIgnorable(c)) continue;
+    final_sigma = !IsCased(c);
+    break;
+  }
+  AppendUtf8(final_sigma ? 0x3C2 : 0x3C3, out);
+}
+
 void AppendUpper(char32_t c, std::string* out) {
   if (c == 0xDF) {  // ß -> SS
     out->append("SS");
@@ -168,6 +206,7 @@ void AppendUpper(char32_t c, std::string* out) {
 }
 
 // Copies s[start, end) if it is a run of valid UTF-8, else the bytes as they are.
+// fn(c, out), or fn(c, out, s, start, end) where it needs the context of s[start, end).
 template <typename Fn>
 std::string MapCodePoints(std::string_view s, Fn fn) {
   std::string out;
@@ -179,9 +218,23 @@ std::string MapCodePoints(std::string_view s, Fn fn) {
       out.push_back(s[start]);  // an invalid byte: copied through
       continue;
     }
-    fn(c, &out);
+    if constexpr (std::is_invocable_v<Fn, char32_t, std::string*>) {
+      fn(c, &out);
+    } else {
+      fn(c, &out, s, start, i);
+    }
   }
   return out;
+}
+
+// AppendLower with Python's Final_Sigma rule for U+03A3.
+void AppendLowerInContext(char32_t c, std::string* out, std::string_view s, size_t start,
+                          size_t end) {
+  if (c == 0x3A3) {
+    AppendLowerSigma(s, start, end, out);
+  } else {
+    AppendLower(c, out);
+  }
 }
 
 bool IsPrintable(char32_t c) {
@@ -214,7 +267,7 @@ std::string PyLower(std::string_view s) {
       if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
     return out;
   }
-  return MapCodePoints(s, AppendLower);
+  return MapCodePoints(s, AppendLowerInContext);
 }
 
 std::string PyUpper(std::string_view s) {
@@ -229,26 +282,28 @@ std::string PyUpper(std::string_view s) {
 
 std::string PyCapitalize(std::string_view s) {
   bool first = true;
-  return MapCodePoints(s, [&](char32_t c, std::string* out) {
-    if (first) {
-      AppendUpper(c, out);
-      first = false;
-    } else {
-      AppendLower(c, out);
-    }
-  });
+  return MapCodePoints(
+      s, [&](char32_t c, std::string* out, std::string_view text, size_t start, size_t end) {
+        if (first) {
+          AppendUpper(c, out);
+          first = false;
+        } else {
+          AppendLowerInContext(c, out, text, start, end);
+        }
+      });
 }
 
 std::string PyTitle(std::string_view s) {
   bool previous_cased = false;
-  return MapCodePoints(s, [&](char32_t c, std::string* out) {
-    if (previous_cased) {
-      AppendLower(c, out);
-    } else {
-      AppendUpper(c, out);
-    }
-    previous_cased = IsCased(c);
-  });
+  return MapCodePoints(
+      s, [&](char32_t c, std::string* out, std::string_view text, size_t start, size_t end) {
+        if (previous_cased) {
+          AppendLowerInContext(c, out, text, start, end);
+        } else {
+          AppendUpper(c, out);
+        }
+        previous_cased = IsCased(c);
+      });
 }
 
 bool PyIsLower(std::string_view s) {

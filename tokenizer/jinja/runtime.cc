@@ -261,8 +261,7 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& stmt, std::string* out) {
         ExecSet(static_cast<const SetStmt&>(stmt));
         return Flow::kNormal;
       case StmtKind::kSetBlock:
-        ExecSetBlock(static_cast<const SetBlockStmt&>(stmt));
-        return Flow::kNormal;
+        return ExecSetBlock(static_cast<const SetBlockStmt&>(stmt));
       case StmtKind::kMacro:
         ExecMacroDef(static_cast<const MacroStmt&>(stmt));
         return Flow::kNormal;
@@ -270,8 +269,7 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& stmt, std::string* out) {
         ExecCallBlock(static_cast<const CallBlockStmt&>(stmt), out);
         return Flow::kNormal;
       case StmtKind::kFilterBlock:
-        ExecFilterBlock(static_cast<const FilterBlockStmt&>(stmt), out);
-        return Flow::kNormal;
+        return ExecFilterBlock(static_cast<const FilterBlockStmt&>(stmt), out);
       case StmtKind::kWith:
         return ExecWith(static_cast<const WithStmt&>(stmt), out);
       case StmtKind::kScope:
@@ -305,10 +303,16 @@ Interpreter::Flow Interpreter::ExecIf(const IfStmt& node, std::string* out) {
 
 void Interpreter::ExecSet(const SetStmt& node) { Assign(node.target, Eval(*node.value)); }
 
-void Interpreter::ExecSetBlock(const SetBlockStmt& node) {
-  Value text = Value::String(RenderBody(node.body));
+// jinja2 inlines a block's body, so a break/continue in it acts on the enclosing loop and
+// the block's text is dropped.
+Interpreter::Flow Interpreter::ExecSetBlock(const SetBlockStmt& node) {
+  std::string body;
+  Flow flow = RenderBody(node.body, &body);
+  if (flow != Flow::kNormal) return flow;
+  Value text = Value::String(std::move(body));
   if (node.filter) text = ApplyFilterChain(*node.filter, std::move(text));
   Assign(node.target, std::move(text));
+  return Flow::kNormal;
 }
 
 void Interpreter::ExecCallBlock(const CallBlockStmt& node, std::string* out) {
@@ -326,10 +330,14 @@ void Interpreter::ExecCallBlock(const CallBlockStmt& node, std::string* out) {
   CheckSize(out->size());
 }
 
-void Interpreter::ExecFilterBlock(const FilterBlockStmt& node, std::string* out) {
-  Value text = ApplyFilterChain(*node.filter, Value::String(RenderBody(node.body)));
+Interpreter::Flow Interpreter::ExecFilterBlock(const FilterBlockStmt& node, std::string* out) {
+  std::string body;
+  Flow flow = RenderBody(node.body, &body);
+  if (flow != Flow::kNormal) return flow;
+  Value text = ApplyFilterChain(*node.filter, Value::String(std::move(body)));
   AppendStr(text, out);
   CheckSize(out->size());
+  return Flow::kNormal;
 }
 
 Interpreter::Flow Interpreter::ExecWith(const WithStmt& node, std::string* out) {
@@ -354,14 +362,13 @@ Interpreter::Flow Interpreter::ExecScope(const ScopeStmt& node, std::string* out
   return flow;
 }
 
-std::string Interpreter::RenderBody(const Body& body) {
+Interpreter::Flow Interpreter::RenderBody(const Body& body, std::string* text) {
   auto saved = scope_;
   scope_ = std::make_shared<Scope>();
   scope_->parent = saved;
-  std::string text;
-  Exec(body, &text);
+  Flow flow = Exec(body, text);
   scope_ = std::move(saved);
-  return text;
+  return flow;
 }
 
 Value Interpreter::ApplyFilterChain(const Expr& expr, Value input) {

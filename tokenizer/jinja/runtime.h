@@ -102,15 +102,15 @@ class Interpreter {
   [[gnu::noinline]] Flow ExecIf(const IfStmt& node, std::string* out);
   [[gnu::noinline]] Flow ExecFor(const ForStmt& stmt, std::string* out);
   [[gnu::noinline]] void ExecSet(const SetStmt& node);
-  [[gnu::noinline]] void ExecSetBlock(const SetBlockStmt& node);
+  [[gnu::noinline]] Flow ExecSetBlock(const SetBlockStmt& node);
   [[gnu::noinline]] void ExecMacroDef(const MacroStmt& stmt);
   [[gnu::noinline]] void ExecCallBlock(const CallBlockStmt& node, std::string* out);
-  [[gnu::noinline]] void ExecFilterBlock(const FilterBlockStmt& node, std::string* out);
+  [[gnu::noinline]] Flow ExecFilterBlock(const FilterBlockStmt& node, std::string* out);
   [[gnu::noinline]] Flow ExecWith(const WithStmt& node, std::string* out);
   [[gnu::noinline]] Flow ExecScope(const ScopeStmt& node, std::string* out);
   void Assign(const Target& target, Value value);
   void AssignIn(Scope* scope, const Target& target, Value value);
-  std::string RenderBody(const Body& body);  // in a child scope
+  Flow RenderBody(const Body& body, std::string* text);  // in a child scope
   Value ApplyFilterChain(const Expr& filter, Value input);
 
   Value Eval(const Expr& expr);
