@@ -74,11 +74,12 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle: clients must present a certificate it signed (mutual TLS); a "
           "certificate's common name can then identify a tenant (tokens file: "
           "client_common_names)");
-ABSL_FLAG(int, reply_memory_mib, 64,
-          "memory for the token ids of recent chat replies, per tenant: a conversation's next "
-          "turn runs the ids the model generated instead of re-tokenizing the reply's text, so "
-          "the cache serves the reply's blocks (0: off, replies are re-tokenized exactly as "
-          "transformers' apply_chat_template does)");
+ABSL_FLAG(
+    int, reply_memory_mib, 64,
+    "memory for the token ids of recent chat replies (keyed by namespace): a conversation's next "
+    "turn runs the ids the model generated instead of re-tokenizing the reply's text, so "
+    "the cache serves the reply's blocks (0: off, replies are re-tokenized exactly as "
+    "transformers' apply_chat_template does)");
 ABSL_FLAG(int, watch_queue_events, 10000,
           "cache events queued for one WatchEvents client before it is dropped as too slow");
 ABSL_FLAG(bool, check_invariants, false,
