@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -19,6 +20,7 @@
 #include "clients/bench/multi_turn_report.h"
 #include "clients/bench/multi_turn_runner.h"
 #include "clients/bench/multi_turn_workload.h"
+#include "clients/bench/openai_runner.h"
 #include "clients/bench/workload.h"
 #include "clients/cpp/command_line.h"
 #include "clients/cpp/prefixd_client.h"
@@ -30,6 +32,8 @@ ABSL_FLAG(std::string, tls_ca_file, "", "connect over TLS, trusting this PEM CA"
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate, for mutual TLS");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM key of --tls_cert_file");
 ABSL_FLAG(std::string, workload, "shared-prefix", "shared-prefix or multi-turn");
+ABSL_FLAG(std::string, protocol, "grpc", "grpc, openai or both (shared-prefix)");
+ABSL_FLAG(std::string, openai_url, "http://127.0.0.1:8000", "prefixd's OpenAI-compatible API");
 ABSL_FLAG(std::string, preset, "default", "workload preset");
 ABSL_FLAG(int, conversations, 0, "C: conversations (multi-turn)");
 ABSL_FLAG(int, turns, 0, "T: turns per conversation (multi-turn)");
@@ -100,6 +104,12 @@ Server:
   --timeout_s=SECONDS      per-request deadline (default 0: none)
   --flush / --noflush      flush the target's cache before the run, so that a previous run
                            cannot inflate the hit rate (default: flush)
+  --protocol=NAME          shared-prefix: send the requests over grpc (default), over the
+                           OpenAI-compatible API (openai: streamed POST /v1/completions with
+                           the prompt as token ids), or both, one after the other on the
+                           same server (each after a flush), with the ratios side by side.
+                           Health checks and flushes always use gRPC (--target)
+  --openai_url=URL         the server's OpenAI-compatible API (default http://127.0.0.1:8000)
 
 Workload:
   --workload=NAME          shared-prefix (default) or multi-turn
@@ -162,9 +172,12 @@ struct RunOutput {
   int exit_code = kExitOk;
 };
 
+// Runs `workload` against one server: over gRPC, or over its OpenAI-compatible API when
+// `openai` is set (health check and flush still go over gRPC).
 RunOutput RunAgainst(const ClientOptions& client_options, const WorkloadConfig& config,
                      const Workload& workload, const RunOptions& run_options, bool flush,
-                     int warmup, const std::string& title) {
+                     int warmup, const std::string& title,
+                     const std::optional<OpenAiTarget>& openai = std::nullopt) {
   RunOutput out;
   PrefixdClient client(client_options);
   // An unreachable server is reported once, not as N failed requests.
@@ -182,7 +195,9 @@ RunOutput RunAgainst(const ClientOptions& client_options, const WorkloadConfig& 
     warmup_options.request_rate = std::numeric_limits<double>::infinity();
     warmup_options.progress_label = run_options.progress_label.empty() ? "" : "warmup";
     warmup_options.request_id_prefix = "bench-warmup";
-    RunResult warm = RunRequests(client, GenerateWarmupRequests(config, warmup), warmup_options);
+    const std::vector<BenchRequest> warm_requests = GenerateWarmupRequests(config, warmup);
+    RunResult warm = openai ? RunOpenAiRequests(*openai, warm_requests, warmup_options)
+                            : RunRequests(client, warm_requests, warmup_options);
     int failed = 0;
     for (const RequestRecord& r : warm.records) failed += FailureReason(r).empty() ? 0 : 1;
     if (failed > 0) std::cerr << "prefix-bench: " << failed << " warmup requests failed\n";
@@ -193,7 +208,8 @@ RunOutput RunAgainst(const ClientOptions& client_options, const WorkloadConfig& 
       return out;
     }
   }
-  RunResult result = RunRequests(client, workload.requests, run_options);
+  RunResult result = openai ? RunOpenAiRequests(*openai, workload.requests, run_options)
+                            : RunRequests(client, workload.requests, run_options);
   out.report = BuildReport(result.records, result.duration_s, IdealHitRate(config.shape));
   std::cout << FormatReport(out.report, title) << std::flush;
   if (out.report.failed > 0) out.exit_code = kExitFailures;
@@ -300,15 +316,44 @@ int SharedPrefixMain(const CommandLine& command_line, const CommonOptions& commo
       std::isinf(run_options.request_rate) ? "inf" : absl::StrCat(run_options.request_rate),
       run_options.concurrency > 0 ? absl::StrCat(run_options.concurrency) : "unlimited");
 
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  std::optional<OpenAiTarget> openai;
+  if (protocol != "grpc") {
+    absl::StatusOr<OpenAiTarget> target = ParseOpenAiUrl(absl::GetFlag(FLAGS_openai_url));
+    if (!target.ok()) return UsageError(std::string(target.status().message()));
+    target->bearer_token = client_options.bearer_token;
+    target->deadline = client_options.deadline;
+    openai = *std::move(target);
+  }
+  // --protocol=both: gRPC first, then the OpenAI API, each on a flushed cache.
+  const std::optional<OpenAiTarget> first =
+      protocol == "openai" ? openai : std::optional<OpenAiTarget>();
+  const std::string where =
+      protocol == "openai" ? absl::GetFlag(FLAGS_openai_url) : client_options.target;
   if (common.progress) run_options.progress_label = "prefix cache";
   RunOutput with_cache = RunAgainst(client_options, config, *workload, run_options, common.flush,
-                                    warmup, absl::StrCat("prefix-bench: ", client_options.target));
+                                    warmup, absl::StrCat("prefix-bench: ", where), first);
   if (with_cache.exit_code == kExitUnavailable) return with_cache.exit_code;
 
   nlohmann::ordered_json json = {{"config", ConfigToJson(config, run_options, warmup)},
                                  {"target", client_options.target},
+                                 {"protocol", protocol == "openai" ? "openai" : "grpc"},
                                  {"results", ReportToJson(with_cache.report)}};
   int exit_code = with_cache.exit_code;
+  if (protocol == "both") {
+    if (common.progress) run_options.progress_label = "OpenAI API";
+    RunOutput over_http =
+        RunAgainst(client_options, config, *workload, run_options, common.flush, warmup,
+                   absl::StrCat("prefix-bench: ", absl::GetFlag(FLAGS_openai_url)), openai);
+    if (over_http.exit_code == kExitUnavailable) return over_http.exit_code;
+    const Comparison comparison = Compare(over_http.report, with_cache.report);
+    std::cout << FormatComparison(comparison, "OpenAI API vs. gRPC (ratios OpenAI / gRPC)")
+              << std::flush;
+    json["openai"] = {{"url", absl::GetFlag(FLAGS_openai_url)},
+                      {"results", ReportToJson(over_http.report)}};
+    json["openai_vs_grpc"] = ComparisonToJson(comparison);
+    exit_code = std::max(exit_code, over_http.exit_code);
+  }
   if (common.compare) {
     ClientOptions no_cache_options = client_options;
     no_cache_options.target = absl::GetFlag(FLAGS_target_no_cache);
@@ -499,6 +544,17 @@ int Main(int argc, char** argv) {
   if (common.concurrency < 0) return UsageError("--concurrency must be >= 0");
   const double timeout_s = absl::GetFlag(FLAGS_timeout_s);
   if (timeout_s < 0) return UsageError("--timeout_s must be >= 0");
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  if (protocol != "grpc" && protocol != "openai" && protocol != "both") {
+    return UsageError(
+        absl::StrCat("unknown protocol '", protocol, "' (known: grpc, openai, both)"));
+  }
+  if (protocol != "grpc" && workload != "shared-prefix") {
+    return UsageError("--protocol=openai and both apply to --workload=shared-prefix only");
+  }
+  if (protocol == "both" && common.compare) {
+    return UsageError("--compare_no_cache takes one --protocol, not both");
+  }
   if (common.compare && absl::GetFlag(FLAGS_target_no_cache).empty()) {
     return UsageError("--compare_no_cache needs --target_no_cache=HOST:PORT");
   }

@@ -11,6 +11,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libxxhash-dev nlohmann-json3-dev libopenblas-dev
   libcpp-httplib-dev libpcre2-dev libssl-dev
+  libboost-dev  # Boost.Beast/Asio: the OpenAI-compatible HTTP API (service/async_http.cc)
+  libspdlog-dev  # the request log (service/request_log.cc)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime

@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/convert.h"
+#include "service/request_log.h"
 #include "service/stream_outbox.h"
+#include "service/submission.h"
 
 namespace prefixd {
 namespace {
@@ -17,47 +19,6 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
   const auto deadline = ctx.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
-}
-
-// The ids a chat reply's request generated, remembered when it ends well so that the
-// conversation's next turn runs them (service/reply_memory.h).
-class ReplyRecorder {
- public:
-  ReplyRecorder(ReplyMemory* memory, CacheNamespace ns, std::string prompt_text,
-                std::vector<TokenId> prompt_ids, std::vector<TokenId> stop_ids)
-      : memory_(memory),
-        ns_(std::move(ns)),
-        prompt_text_(std::move(prompt_text)),
-        stop_ids_(std::move(stop_ids)) {
-    turn_.prompt_ids = std::move(prompt_ids);
-  }
-
-  void OnUpdate(const GenerationUpdate& update) {
-    turn_.reply_ids.insert(turn_.reply_ids.end(), update.tokens.begin(), update.tokens.end());
-    if (!update.finished || !update.status.ok()) return;
-    // A final stop token's text never reached the client.
-    if (update.finish_reason == FinishReason::kStop && !turn_.reply_ids.empty() &&
-        std::find(stop_ids_.begin(), stop_ids_.end(), turn_.reply_ids.back()) != stop_ids_.end()) {
-      turn_.reply_ids.pop_back();
-    }
-    memory_->Remember(ns_, prompt_text_, std::move(turn_));
-  }
-
- private:
-  ReplyMemory* memory_;
-  CacheNamespace ns_;
-  std::string prompt_text_;
-  std::vector<TokenId> stop_ids_;
-  ReplyMemory::Turn turn_;
-};
-
-std::vector<TokenId> StopIds(const Engine& engine, const SamplingParams& sampling) {
-  std::vector<TokenId> ids = sampling.stop_token_ids;
-  if (!sampling.ignore_eos) {
-    ids.insert(ids.end(), engine.config().eos_token_ids.begin(),
-               engine.config().eos_token_ids.end());
-  }
-  return ids;
 }
 
 // One Generate call: submits the request, streams the engine's updates back, and cancels
@@ -70,7 +31,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
         outbox_(std::make_shared<StreamOutbox<v1::GenerateResponse>>(this, /*max_queued=*/1)) {
     absl::StatusOr<RequestId> id = Submit(*ctx, request);
     if (!id.ok()) {
-      if (service_.metrics != nullptr) service_.metrics->RecordRejected(id.status());
       outbox_->Finish(ToGrpcStatus(id.status()));
       return;
     }
@@ -89,43 +49,51 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
  private:
+  // Submits the request; a refusal is counted and logged (in SubmitObserved once the
+  // request reached the engine, here before).
   absl::StatusOr<RequestId> Submit(const grpc::CallbackServerContext& ctx,
                                    const v1::GenerateRequest& request) {
+    const std::string request_id =
+        request.request_id().empty() ? NewRequestId() : request.request_id();
+    std::string tenant_name;
+    auto refuse = [&](absl::Status status) {
+      RecordRefused(service_, "grpc", request_id, tenant_name, status);
+      return status;
+    };
     absl::StatusOr<const Tenant*> tenant = service_.Authenticate(ctx);
-    if (!tenant.ok()) return tenant.status();
+    if (!tenant.ok()) return refuse(tenant.status());
+    tenant_name = (*tenant)->name;
     absl::StatusOr<CacheNamespace> ns = service_.Namespace(**tenant, request.shared_namespace());
-    if (!ns.ok()) return ns.status();
+    if (!ns.ok()) return refuse(ns.status());
     std::string chat_text;
     absl::StatusOr<GenerationRequest> r = ToGenerationRequest(
         request, EncoderOf(*service_.engine, service_.replies, &*ns), &chat_text);
-    if (!r.ok()) return r.status();
+    if (!r.ok()) return refuse(r.status());
     r->ns = *std::move(ns);
     r->deadline = DeadlineOf(ctx);
-    // Metrics follow the request in the callback: the updates arrive in order on the
-    // engine's thread, so the recorder needs no lock of its own.
-    std::optional<ServingMetrics::RequestRecorder> recorder;
-    if (service_.metrics != nullptr) {
-      recorder = service_.metrics->StartRequest(r->ns.DisplayName(), absl::Now());
-    }
-    std::optional<ReplyRecorder> reply;
-    if (service_.replies != nullptr && request.has_chat()) {
-      reply.emplace(service_.replies, r->ns, std::move(chat_text), r->prompt,
-                    StopIds(*service_.engine, r->sampling));
+    r->request_id = request_id;
+    Submission submission;
+    submission.request = *std::move(r);
+    submission.protocol = "grpc";
+    submission.tenant = std::move(tenant_name);
+    if (request.has_chat()) {
+      submission.prompt_text = chat_text;
+      submission.chat_text = std::move(chat_text);
+    } else if (request.prompt_case() == v1::GenerateRequest::kText) {
+      submission.prompt_text = request.text();
     }
     // The callback owns a reference to the outbox, never to this reactor.
-    auto on_update = [outbox = outbox_, request_id = request.request_id(), recorder,
-                      reply = std::move(reply)](GenerationUpdate&& update) mutable {
-      if (recorder) recorder->OnUpdate(update, absl::Now());
-      if (reply) reply->OnUpdate(update);
-      const bool finished = update.finished;
-      const absl::Status status = update.status;
-      outbox->Merge([&](v1::GenerateResponse& response) {
-        if (response.request_id().empty()) response.set_request_id(request_id);
-        AppendUpdate(update, response);
-      });
-      if (finished) outbox->Finish(ToGrpcStatus(status));
-    };
-    return service_.engine->Submit(*std::move(r), std::move(on_update));
+    return SubmitObserved(
+        service_, std::move(submission),
+        [outbox = outbox_, request_id = request.request_id()](GenerationUpdate&& update) {
+          const bool finished = update.finished;
+          const absl::Status status = update.status;
+          outbox->Merge([&](v1::GenerateResponse& response) {
+            if (response.request_id().empty()) response.set_request_id(request_id);
+            AppendUpdate(update, response);
+          });
+          if (finished) outbox->Finish(ToGrpcStatus(status));
+        });
   }
 
   ServiceContext& service_;

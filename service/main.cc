@@ -1,12 +1,16 @@
 // prefixd — the server binary: flags, model loading with progress, serving, draining.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <iostream>
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -35,6 +39,23 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
 ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080",
           "HTTP side port for operators: /metrics (Prometheus), /dashboard (live page), "
           "/healthz, /readyz; port 0 picks a free port; empty turns the port off");
+ABSL_FLAG(std::string, openai_listen, "127.0.0.1:8000",
+          "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
+          "/tokenize, /detokenize, /health): same tenants, cache and TLS as gRPC; port 0 picks a "
+          "free port; empty turns it off");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model name the OpenAI API lists and accepts in \"model\"; default: the model's id "
+          "(its folder name)");
+ABSL_FLAG(std::string, request_log, "",
+          "file to append the request log to (one line per finished or refused request: time, "
+          "id, tenant, protocol, prompt/cached/completion tokens, queue time, TTFT, total, "
+          "status); empty: stderr");
+ABSL_FLAG(std::string, log_level, "info",
+          "request log level: info logs every request, warn only failed and refused ones, off "
+          "none (also trace, debug, error, critical)");
+ABSL_FLAG(bool, log_prompts, false,
+          "also log each request's prompt text (JSON-escaped); off by default because prompts "
+          "may hold users' private data");
 ABSL_FLAG(int, block_size, 16,
           "tokens per KV cache block (a power of two); only full blocks "
           "are shared between requests");
@@ -91,7 +112,17 @@ namespace {
 
 int signal_pipe[2] = {-1, -1};
 
+// The first SIGTERM/SIGINT drains (the main thread reads it from the pipe); a second one,
+// from an operator who will not wait for the drain, exits at once.
+volatile sig_atomic_t signals_seen = 0;
+
 void OnSignal(int signo) {
+  if (signals_seen++ > 0) {
+    static constexpr char kMessage[] =
+        "prefixd: second signal while draining, exiting now (running requests are dropped)\n";
+    [[maybe_unused]] ssize_t n = write(2, kMessage, sizeof(kMessage) - 1);
+    _exit(128 + signo);
+  }
   const char c = static_cast<char>(signo);
   [[maybe_unused]] ssize_t n = write(signal_pipe[1], &c, 1);
 }
@@ -228,6 +259,11 @@ int Run() {
   server_options.reply_memory_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_reply_memory_mib))
                                       << 20;
   server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
+  server_options.openai_listen = absl::GetFlag(FLAGS_openai_listen);
+  server_options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  server_options.request_log = {.path = absl::GetFlag(FLAGS_request_log),
+                                .level = absl::GetFlag(FLAGS_log_level),
+                                .log_prompts = absl::GetFlag(FLAGS_log_prompts)};
   absl::StatusOr<std::unique_ptr<PrefixdServer>> server =
       PrefixdServer::Start(engine->get(), std::move(tenants), server_options);
   if (!server.ok()) {
@@ -237,6 +273,9 @@ int Run() {
   // The dashboard line first: "listening on" is the last line of a successful start.
   if (const std::string http = (*server)->http_address(); !http.empty()) {
     std::printf("prefixd: dashboard on http://%s/dashboard\n", http.c_str());
+  }
+  if (const std::string openai = (*server)->openai_url(); !openai.empty()) {
+    std::printf("prefixd: OpenAI-compatible API on %s/v1\n", openai.c_str());
   }
   std::printf("prefixd: listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
@@ -261,16 +300,30 @@ int main(int argc, char** argv) {
       "prefixd — LLM generation over gRPC with a KV cache shared across requests.\n\n"
       "  prefixd [--model=DIR|random:PRESET] [--listen=HOST:PORT] [--tokens_file=FILE] ...\n\n"
       "Serves prefixd.v1.Generation and prefixd.v1.Cache (see proto/prefixd/v1), "
-      "grpc.health.v1.Health and server reflection; Prometheus metrics and a live dashboard "
-      "on the HTTP port (--http_listen). SIGTERM or SIGINT drains: health turns "
+      "grpc.health.v1.Health and server reflection; the OpenAI-compatible HTTP API "
+      "(--openai_listen: /v1/chat/completions, /v1/completions, /v1/models); Prometheus "
+      "metrics and a live dashboard on the HTTP port (--http_listen). One line per request "
+      "goes to the request log (stderr, or --request_log). SIGTERM or SIGINT drains: health turns "
       "NOT_SERVING, new calls get UNAVAILABLE, running requests finish within "
-      "--shutdown_grace, then prefixd exits 0.");
+      "--shutdown_grace, then prefixd exits 0; a second signal exits at once.");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view path) {
     return path.find("service/main.cc") != absl::string_view::npos;
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
+  // --help is an answer, not an error: exit 0 (Abseil's own --help handling exits 1).
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-help" || arg == "-h") {
+      absl::flags_internal::SetProgramInvocationName(argv[0]);
+      absl::flags_internal::FlagsHelp(std::cout, "service/main.cc",
+                                      absl::flags_internal::HelpFormat::kHumanReadable,
+                                      absl::ProgramUsageMessage());
+      return 0;
+    }
+  }
   absl::ParseCommandLine(argc, argv);
 
   if (pipe2(prefixd::signal_pipe, O_CLOEXEC) != 0) {
@@ -284,5 +337,12 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Every open stream of the OpenAI port is a descriptor: take the hard limit, not the
+  // soft default (often 1024).
+  if (struct rlimit files;
+      getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   return prefixd::Run();
 }

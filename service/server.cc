@@ -31,6 +31,12 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
                                                                     ServerOptions options) {
   std::unique_ptr<PrefixdServer> s(
       new PrefixdServer(engine, std::move(tenants), std::move(options)));
+  if (s->options_.request_log.level != "off") {
+    absl::StatusOr<std::unique_ptr<RequestLog>> log = RequestLog::Create(s->options_.request_log);
+    if (!log.ok()) return log.status();
+    s->request_log_ = *std::move(log);
+    s->context_.request_log = s->request_log_.get();
+  }
   // The HTTP port first: if it cannot be had, nothing has started yet.
   if (!s->options_.http_listen.empty()) {
     PrefixdServer* raw = s.get();
@@ -40,6 +46,17 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
     if (!http.ok()) return http.status();
     s->http_ = *std::move(http);
   }
+  if (!s->options_.openai_listen.empty()) {
+    OpenAiServerOptions openai;
+    openai.http.listen = s->options_.openai_listen;
+    openai.http.tls = s->options_.tls;
+    openai.http.max_body_bytes = static_cast<size_t>(s->options_.max_message_bytes);
+    openai.served_model_name = s->options_.served_model_name;
+    absl::StatusOr<std::unique_ptr<OpenAiServer>> server =
+        OpenAiServer::Start(&s->context_, std::move(openai));
+    if (!server.ok()) return server.status();
+    s->openai_ = *std::move(server);
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -47,6 +64,9 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
       MakeServerCredentials(s->options_.tls);
   if (!credentials.ok()) return credentials.status();
   builder.AddListeningPort(s->options_.listen, *credentials, &s->port_);
+  // gRPC allows SO_REUSEPORT by default: a second server on this port would start and the
+  // kernel would split the connections between the two. A port that is taken is an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // HTTP/2 abuse: a client pinging more often than every 10 s without sending data gets two
   // strikes, then GOAWAY (ENHANCE_YOUR_CALM); the server stays healthy for everyone else.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
@@ -84,12 +104,17 @@ void PrefixdServer::Drain() {
   const absl::Time deadline = absl::Now() + options_.shutdown_grace;
   server_->GetHealthCheckService()->SetServingStatus(false);
   context_.draining = true;
+  if (openai_ != nullptr) openai_->StopAccepting();
   // Requests get the grace period to finish in the engine; what is left ends cancelled.
   context_.engine->Shutdown(options_.shutdown_grace);
   // Streams still delivering their last messages to slow readers get what is left of the
   // grace period too (at least a second); watchers are cancelled.
   server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
   server_->Wait();
+  if (openai_ != nullptr) {
+    openai_->WaitIdle(std::max(deadline, absl::Now() + absl::Seconds(1)));
+    openai_->Stop();
+  }
   // The metrics die with this server; the engine may live on.
   context_.engine->SetStepObserver(nullptr);
   if (http_ != nullptr) http_->Stop();

@@ -12,6 +12,8 @@
 #include "service/cache_service.h"
 #include "service/generation_service.h"
 #include "service/http_server.h"
+#include "service/openai_server.h"
+#include "service/request_log.h"
 #include "service/service_context.h"
 #include "service/serving_metrics.h"
 #include "service/tenants.h"
@@ -26,7 +28,14 @@ struct ServerOptions {
   // HTTP side port: /metrics, /dashboard, /healthz, /readyz (port 0: any free port).
   // Empty: no HTTP port.
   std::string http_listen;
+  // OpenAI-compatible HTTP API (service/openai_server.h), with the same TLS as gRPC and
+  // max_message_bytes as its body limit (port 0: any free port). Empty: off.
+  std::string openai_listen;
+  // The model name the OpenAI API lists and accepts; empty: the model's id.
+  std::string served_model_name;
   TlsOptions tls;  // off unless files are given
+  // One line per finished or refused request (service/request_log.h); level "off": none.
+  RequestLogOptions request_log{.path = "", .level = "off", .log_prompts = false};
   // Streams one connection may have open at once; more wait for one to end.
   int max_concurrent_streams = 1024;
   // Cache events queued for one watcher before it is dropped.
@@ -48,8 +57,11 @@ class PrefixdServer {
   std::string address() const;
   // The HTTP side port's HOST:PORT; empty when it is off.
   std::string http_address() const { return http_ != nullptr ? http_->address() : ""; }
+  // The OpenAI API's base URL (http(s)://HOST:PORT); empty when it is off.
+  std::string openai_url() const { return openai_ != nullptr ? openai_->url() : ""; }
 
-  // Health flips to NOT_SERVING (and /readyz to 503) and new calls get UNAVAILABLE;
+  // Health flips to NOT_SERVING (and /readyz to 503) and new calls get UNAVAILABLE (503 on
+  // the OpenAI port, which stops accepting connections);
   // running requests get up to the grace period to finish, the rest end as cancelled; then
   // the server stops. /metrics and the dashboard answer until the end.
   void Drain();
@@ -61,11 +73,13 @@ class PrefixdServer {
   TenantDirectory tenants_;
   std::unique_ptr<ServingMetrics> metrics_;  // outlives everything that records into it
   std::unique_ptr<ReplyMemory> replies_;     // null when off
+  std::unique_ptr<RequestLog> request_log_;  // null when off; outlives the servers
   ServiceContext context_;
   GenerationService generation_;
   CacheService cache_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<OpenAiServer> openai_;
   int port_ = 0;
   bool drained_ = false;
 };

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
 #include "service/reply_memory.h"
+#include "service/request_log.h"
 #include "service/serving_metrics.h"
 #include "service/tenants.h"
 
@@ -21,6 +22,7 @@ struct ServiceContext {
   const TenantDirectory* tenants = nullptr;
   ServingMetrics* metrics = nullptr;  // outlives the gRPC server; null: nothing recorded
   ReplyMemory* replies = nullptr;     // outlives the gRPC server; null: replies re-tokenized
+  RequestLog* request_log = nullptr;  // outlives the gRPC server; null: no request log
   std::atomic<bool> draining{false};
 
   // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.

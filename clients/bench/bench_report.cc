@@ -129,8 +129,8 @@ std::string FormatReport(const BenchReport& r, const std::string& title) {
   return out;
 }
 
-std::string FormatComparison(const Comparison& c) {
-  std::string out = "============ prefix cache vs. no prefix cache ============\n";
+std::string FormatComparison(const Comparison& c, const std::string& title) {
+  std::string out = absl::StrFormat("============ %s ============\n", title);
   absl::StrAppendFormat(&out, "%-34s %.2fx\n", "Output throughput:", c.output_throughput_ratio);
   absl::StrAppendFormat(&out, "%-34s %.2fx\n", "Request throughput:", c.request_throughput_ratio);
   absl::StrAppendFormat(&out, "%-34s %.2fx faster\n", "TTFT p50:", c.ttft_p50_speedup);

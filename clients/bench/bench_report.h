@@ -75,6 +75,8 @@ BenchReport BuildReport(const std::vector<RequestRecord>& records, double durati
                         double ideal_hit_rate);
 
 // The run with the prefix cache against the run without it, same workload.
+// Two runs of one workload: with the cache against without it, or (same fields) the
+// OpenAI API against gRPC.
 struct Comparison {
   double output_throughput_ratio = 0;   // cache / no cache (higher is better)
   double request_throughput_ratio = 0;  // cache / no cache
@@ -86,7 +88,8 @@ Comparison Compare(const BenchReport& with_cache, const BenchReport& without_cac
 
 // A human-readable block of text, SGLang style.
 std::string FormatReport(const BenchReport& report, const std::string& title);
-std::string FormatComparison(const Comparison& comparison);
+std::string FormatComparison(const Comparison& comparison,
+                             const std::string& title = "prefix cache vs. no prefix cache");
 
 nlohmann::ordered_json ReportToJson(const BenchReport& report);
 nlohmann::ordered_json ComparisonToJson(const Comparison& comparison);

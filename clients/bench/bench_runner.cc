@@ -14,67 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "clients/bench/progress_bar.h"
+#include "clients/bench/run_state.h"
 
 namespace prefixd::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Shared by the dispatching thread and every stream; each stream holds a reference, so
-// the state outlives the last callback whatever order things end in.
-class RunState {
- public:
-  explicit RunState(size_t count) : records(count), start_(Clock::now()) {}
-
-  double Elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
-  Clock::time_point start() const { return start_; }
-
-  // Blocks until fewer than `limit` streams are in flight (no limit when 0), then counts
-  // one more. Called by the dispatching thread only.
-  void AcquireSlot(int limit) {
-    absl::MutexLock lock(&mu_);
-    slot_limit_ = limit;
-    if (limit > 0) mu_.Await(absl::Condition(this, &RunState::HasFreeSlot));
-    ++in_flight_;
-  }
-
-  void Finished(bool failed) {
-    absl::MutexLock lock(&mu_);
-    --in_flight_;
-    ++completed_;
-    if (failed) ++failed_;
-  }
-
-  void AwaitAll() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &RunState::AllDone));
-  }
-
-  // Waits up to `timeout` for every stream to end; returns whether they have, and the counts.
-  bool AwaitAllFor(absl::Duration timeout, int64_t* completed, int64_t* failed) {
-    absl::MutexLock lock(&mu_);
-    const bool done = mu_.AwaitWithTimeout(absl::Condition(this, &RunState::AllDone), timeout);
-    *completed = completed_;
-    *failed = failed_;
-    return done;
-  }
-
-  // Written by stream i only, read once AwaitAll() has returned.
-  std::vector<RequestRecord> records;
-
- private:
-  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return completed_ == static_cast<int64_t>(records.size());
-  }
-  bool HasFreeSlot() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ < slot_limit_; }
-
-  const Clock::time_point start_;
-  absl::Mutex mu_;
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
-  int slot_limit_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 // One Generate stream on gRPC's callback API. Owns itself: deleted in OnDone, which gRPC
 // calls exactly once, after every other callback.
@@ -148,8 +91,8 @@ void RecordResponse(const v1::GenerateResponse& response, double now_s, RequestR
   }
 }
 
-RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchRequest>& requests,
-                      const RunOptions& options) {
+RunResult DispatchRequests(const std::vector<BenchRequest>& requests, const RunOptions& options,
+                           const StartStreamFn& start) {
   const std::vector<double> arrivals =
       PoissonArrivalOffsets(static_cast<int>(requests.size()), options.request_rate, options.seed);
   auto state = std::make_shared<RunState>(requests.size());
@@ -173,9 +116,7 @@ RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchReques
                                                        std::chrono::duration<double>(arrivals[i]));
     if (Clock::now() < due) std::this_thread::sleep_until(due);
     state->AcquireSlot(options.concurrency);
-    auto* stream =
-        new GenerateStream(state, i, requests[i], absl::StrCat(options.request_id_prefix, "-", i));
-    stream->Start(client);
+    start(state, i, requests[i], absl::StrCat(options.request_id_prefix, "-", i));
   }
   state->AwaitAll();
   if (progress_thread.joinable()) progress_thread.join();
@@ -191,6 +132,16 @@ RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchReques
     result.duration_s = last_end - first_start;
   }
   return result;
+}
+
+RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchRequest>& requests,
+                      const RunOptions& options) {
+  return DispatchRequests(
+      requests, options,
+      [&client](std::shared_ptr<RunState> state, size_t index, const BenchRequest& request,
+                const std::string& id) {
+        (new GenerateStream(std::move(state), index, request, id))->Start(client);
+      });
 }
 
 }  // namespace prefixd::bench

@@ -3,7 +3,9 @@
 #define PREFIXD_CLIENTS_BENCH_BENCH_RUNNER_H_
 
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,16 @@ void RecordResponse(const v1::GenerateResponse& response, double now_s, RequestR
 // record, whatever the server does.
 RunResult RunRequests(const PrefixdClient& client, const std::vector<BenchRequest>& requests,
                       const RunOptions& options);
+
+class RunState;  // clients/bench/run_state.h
+// Starts request `index` as a stream that writes state->records[index] and calls
+// state->Finished() exactly once when it ends. Must not block.
+using StartStreamFn = std::function<void(std::shared_ptr<RunState> state, size_t index,
+                                         const BenchRequest& request, const std::string& id)>;
+// Sends `requests` at their arrival times within the concurrency limit, each through
+// `start`, and returns when every stream has ended (the runners of both protocols).
+RunResult DispatchRequests(const std::vector<BenchRequest>& requests, const RunOptions& options,
+                           const StartStreamFn& start);
 
 }  // namespace prefixd::bench
 

@@ -21,6 +21,7 @@ def start_server(server_binary):
     # Free ports for gRPC and the HTTP side port (tests run side by side); a small KV pool
     # keeps start-up fast.
     server = subprocess.Popen([server_binary, "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
+                               "--openai_listen=127.0.0.1:0",
                                "--kv_cache_tokens=65536"], stdout=subprocess.PIPE, text=True)
     for line in server.stdout:
         sys.stdout.write(line)

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -64,6 +65,10 @@ class ServerProcess {
     bool has_http_listen = false;
     for (const std::string& a : args) has_http_listen |= a.rfind("--http_listen", 0) == 0;
     if (!has_http_listen) args.push_back("--http_listen=127.0.0.1:0");
+    // So does the OpenAI API (8000).
+    bool has_openai_listen = false;
+    for (const std::string& a : args) has_openai_listen |= a.rfind("--openai_listen", 0) == 0;
+    if (!has_openai_listen) args.push_back("--openai_listen=127.0.0.1:0");
     // The tests' loads fit in a small pool; keep start-up fast.
     bool has_kv = false;
     for (const std::string& a : args) has_kv |= a.rfind("--kv_cache_tokens", 0) == 0;
@@ -110,6 +115,14 @@ class ServerProcess {
         p->http_address_ = url.substr(0, url.find('/'));
         continue;
       }
+      const std::string openai = "prefixd: OpenAI-compatible API on ";
+      if (s.rfind(openai, 0) == 0) {
+        p->openai_url_ = s.substr(openai.size());
+        while (!p->openai_url_.empty() && std::isspace(p->openai_url_.back())) {
+          p->openai_url_.pop_back();
+        }
+        continue;
+      }
       const std::string marker = "prefixd: listening on ";
       if (s.rfind(marker, 0) == 0) {
         p->target_ = s.substr(marker.size());
@@ -137,6 +150,8 @@ class ServerProcess {
   // HOST:PORT of the HTTP side port (/metrics, /dashboard, /healthz, /readyz); empty when
   // it was turned off (--http_listen=).
   const std::string& http_address() const { return http_address_; }
+  // The OpenAI API's base URL as printed, e.g. "http://127.0.0.1:41234/v1"; empty when off.
+  const std::string& openai_url() const { return openai_url_; }
   pid_t pid() const { return pid_; }
 
   // Sends `signo` and waits for the exit code (128 + signal if killed by one).
@@ -170,6 +185,7 @@ class ServerProcess {
   FILE* stdout_ = nullptr;
   std::string target_;
   std::string http_address_;
+  std::string openai_url_;
   std::string log_path_;
 };
 

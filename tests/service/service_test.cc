@@ -458,5 +458,63 @@ TEST(ServiceTest, GraceExpiryCancelsWhatIsStillRunning) {
   EXPECT_EQ((*server)->Wait(), 0) << (*server)->log();
 }
 
+TEST(ServiceTest, ASecondSignalWhileDrainingExitsAtOnce) {
+  auto server = ServerProcess::Start({"--shutdown_grace=120s"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->target());
+  std::string log;
+  const Result r =
+      client.Generate(Request(Tokens(17, 20), 3500), absl::Seconds(120), [&](grpc::ClientContext&) {
+        (*server)->Signal(SIGTERM);
+        // The second signal must come after the first was handled (pending signals of one
+        // kind merge into one): wait for the drain's line in the log.
+        const absl::Time give_up = absl::Now() + absl::Seconds(30);
+        while ((log = (*server)->log()).find("draining") == std::string::npos &&
+               absl::Now() < give_up) {
+          absl::SleepFor(absl::Milliseconds(5));
+        }
+        (*server)->Signal(SIGINT);
+      });
+  // The operator did not wait for the 120 s grace: the process is gone, and said why.
+  EXPECT_EQ((*server)->Wait(), 128 + SIGINT);
+  EXPECT_THAT((*server)->log(), ::testing::HasSubstr("second signal while draining"));
+  EXPECT_FALSE(r.status.ok() && r.tokens.size() == 3500u);
+}
+
+TEST(ServiceTest, APortThatIsTakenIsAnErrorOnEveryPort) {
+  auto first = ServerProcess::Start({});
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::string openai = (*first)->openai_url();  // http://HOST:PORT/v1
+  openai = openai.substr(std::string("http://").size());
+  openai = openai.substr(0, openai.find('/'));
+  for (const std::string& flag :
+       {"--listen=" + (*first)->target(), "--http_listen=" + (*first)->http_address(),
+        "--openai_listen=" + openai}) {
+    auto second = ServerProcess::Start({flag});
+    ASSERT_FALSE(second.ok()) << flag << " started a second server on a taken port";
+    EXPECT_THAT(second.status().message(), ::testing::HasSubstr("cannot listen")) << flag;
+    EXPECT_THAT(second.status().message(), ::testing::HasSubstr("in use")) << flag;
+  }
+  // The first server is untouched.
+  Client client((*first)->target());
+  EXPECT_TRUE(client.Generate(Request(Tokens(18, 8), 2)).status.ok());
+}
+
+TEST(ServiceTest, HelpExitsZeroAndListsEveryFlag) {
+  const std::string command = std::string(PREFIXD_BINARY) + " --help 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) out.append(buffer, n);
+  const int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << out;
+  for (const char* flag :
+       {"--model", "--tokenizer", "--chat_template", "--listen", "--openai_listen", "--request_log",
+        "--log_level", "--log_prompts", "--tokens_file", "--shutdown_grace"}) {
+    EXPECT_THAT(out, ::testing::HasSubstr(flag)) << out;
+  }
+}
+
 }  // namespace
 }  // namespace prefixd

@@ -1,0 +1,106 @@
+// service/openai_protocol.h — OpenAI's request and response shapes, without the network.
+//
+// A request body becomes a prefixd.v1.GenerateRequest (so the OpenAI port and gRPC share
+// every later check and the same engine path); engine updates become OpenAI's JSON, either
+// one body or Server-Sent Events chunks exactly as api.openai.com streams them. Errors carry
+// OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+#ifndef PREFIXD_SERVICE_OPENAI_PROTOCOL_H_
+#define PREFIXD_SERVICE_OPENAI_PROTOCOL_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/request.h"
+#include "prefixd/v1/generation.pb.h"
+#include "tokenizer/tokenizer.h"
+
+namespace prefixd {
+
+enum class OpenAiEndpoint { kChatCompletions, kCompletions };
+
+struct OpenAiRequest {
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kChatCompletions;
+  v1::GenerateRequest generate;  // prompt, sampling and logprob options
+  std::string model;             // as asked; empty when not given
+  bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
+  bool return_token_ids = false;  // vLLM's extension: choices carry "token_ids"
+  std::string user;
+};
+
+// INVALID_ARGUMENT errors from the parsers name the offending field; ParamOf reads it back.
+std::optional<std::string> ParamOf(const absl::Status& status);
+
+// `POST /v1/chat/completions` and `POST /v1/completions` bodies. Unknown fields are ignored,
+// as OpenAI's server does; a known field of the wrong type, a value out of range, or a
+// feature prefixd does not have (n > 1, penalties, logit_bias, ...) is INVALID_ARGUMENT.
+absl::StatusOr<OpenAiRequest> ParseChatCompletionRequest(std::string_view body);
+absl::StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body);
+
+// vLLM's `POST /tokenize` ({"prompt"} or {"messages"}) and `POST /detokenize` ({"tokens"}).
+struct TokenizeCall {
+  v1::TokenizeRequest request;
+  bool add_special_tokens = true;  // for a text prompt
+  std::string model;
+};
+absl::StatusOr<TokenizeCall> ParseTokenizeRequest(std::string_view body);
+struct DetokenizeCall {
+  v1::DetokenizeRequest request;
+  std::string model;
+};
+absl::StatusOr<DetokenizeCall> ParseDetokenizeRequest(std::string_view body);
+
+// An error as OpenAI sends it: HTTP status and body.
+struct OpenAiError {
+  int http_status = 500;
+  std::string body;
+};
+OpenAiError ToOpenAiError(const absl::Status& status);
+OpenAiError MakeOpenAiError(int http_status, std::string_view message, std::string_view param = "",
+                            std::string_view code = "");
+
+// One completion's response, built from the engine's updates in order. Streaming: each
+// Stream*() call returns the SSE bytes to send (possibly none). Otherwise Collect() every
+// update and take Body() after the terminal one.
+class OpenAiResponse {
+ public:
+  // `tokenizer` renders logprob tokens (may be null: token strings are then "token_<id>").
+  OpenAiResponse(const OpenAiRequest& request, std::string id, std::string model,
+                 int64_t created_unix_seconds, const Tokenizer* tokenizer);
+
+  std::string StreamStart();
+  // After the terminal update: the finish chunk, the usage chunk when asked for, then
+  // `data: [DONE]`; or an error event then `data: [DONE]` when the request failed.
+  std::string StreamUpdate(const GenerationUpdate& update);
+
+  void Collect(const GenerationUpdate& update);
+  // The response after the terminal update: 200 and the completion, or the failure.
+  OpenAiError Body() const;
+
+ private:
+  std::string Chunk(std::string_view text, const std::vector<TokenId>& tokens,
+                    const std::vector<SampledToken>& logprobs, const char* finish_reason);
+
+  const OpenAiEndpoint endpoint_;
+  const bool include_usage_;
+  const bool return_token_ids_;
+  const bool logprobs_;
+  const std::string id_;
+  const std::string model_;
+  const int64_t created_;
+  const Tokenizer* const tokenizer_;
+  size_t text_bytes_ = 0;  // text sent so far (completions' text_offset)
+  // Non-streaming: what is collected.
+  std::string text_;
+  std::vector<TokenId> token_ids_;
+  std::vector<SampledToken> logprob_list_;
+  std::optional<GenerationUpdate> final_;
+};
+
+}  // namespace prefixd
+
+#endif  // PREFIXD_SERVICE_OPENAI_PROTOCOL_H_
