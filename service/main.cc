@@ -117,7 +117,9 @@ int signal_pipe[2] = {-1, -1};
 volatile sig_atomic_t signals_seen = 0;
 
 void OnSignal(int signo) {
-  if (signals_seen++ > 0) {
+  const sig_atomic_t seen = signals_seen;
+  signals_seen = seen + 1;
+  if (seen > 0) {
     static constexpr char kMessage[] =
         "prefixd: second signal while draining, exiting now (running requests are dropped)\n";
     [[maybe_unused]] ssize_t n = write(2, kMessage, sizeof(kMessage) - 1);

@@ -1,9 +1,8 @@
-// service/openai_protocol.h — OpenAI's request and response shapes, without the network.
+// service/openai_protocol.h — OpenAI's request shapes and errors, without the network.
 //
 // A request body becomes a prefixd.v1.GenerateRequest (so the OpenAI port and gRPC share
-// every later check and the same engine path); engine updates become OpenAI's JSON, either
-// one body or Server-Sent Events chunks exactly as api.openai.com streams them. Errors carry
-// OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+// every later check and the same engine path). Errors carry OpenAI's shape:
+// {"error": {"message", "type", "param", "code"}}. The responses are in openai_response.h.
 #ifndef PREFIXD_SERVICE_OPENAI_PROTOCOL_H_
 #define PREFIXD_SERVICE_OPENAI_PROTOCOL_H_
 
@@ -14,9 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/request.h"
 #include "prefixd/v1/generation.pb.h"
-#include "tokenizer/tokenizer.h"
 
 namespace prefixd {
 
@@ -62,44 +59,6 @@ struct OpenAiError {
 OpenAiError ToOpenAiError(const absl::Status& status);
 OpenAiError MakeOpenAiError(int http_status, std::string_view message, std::string_view param = "",
                             std::string_view code = "");
-
-// One completion's response, built from the engine's updates in order. Streaming: each
-// Stream*() call returns the SSE bytes to send (possibly none). Otherwise Collect() every
-// update and take Body() after the terminal one.
-class OpenAiResponse {
- public:
-  // `tokenizer` renders logprob tokens (may be null: token strings are then "token_<id>").
-  OpenAiResponse(const OpenAiRequest& request, std::string id, std::string model,
-                 int64_t created_unix_seconds, const Tokenizer* tokenizer);
-
-  std::string StreamStart();
-  // After the terminal update: the finish chunk, the usage chunk when asked for, then
-  // `data: [DONE]`; or an error event then `data: [DONE]` when the request failed.
-  std::string StreamUpdate(const GenerationUpdate& update);
-
-  void Collect(const GenerationUpdate& update);
-  // The response after the terminal update: 200 and the completion, or the failure.
-  OpenAiError Body() const;
-
- private:
-  std::string Chunk(std::string_view text, const std::vector<TokenId>& tokens,
-                    const std::vector<SampledToken>& logprobs, const char* finish_reason);
-
-  const OpenAiEndpoint endpoint_;
-  const bool include_usage_;
-  const bool return_token_ids_;
-  const bool logprobs_;
-  const std::string id_;
-  const std::string model_;
-  const int64_t created_;
-  const Tokenizer* const tokenizer_;
-  size_t text_bytes_ = 0;  // text sent so far (completions' text_offset)
-  // Non-streaming: what is collected.
-  std::string text_;
-  std::vector<TokenId> token_ids_;
-  std::vector<SampledToken> logprob_list_;
-  std::optional<GenerationUpdate> final_;
-};
 
 }  // namespace prefixd
 

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "service/async_http.h"
-#include "service/openai_protocol.h"
+#include "service/openai_response.h"
 #include "service/service_context.h"
 
 namespace prefixd {

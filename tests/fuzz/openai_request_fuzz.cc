@@ -10,7 +10,7 @@
 #include "engine/request.h"
 #include "nlohmann/json.hpp"
 #include "service/convert.h"
-#include "service/openai_protocol.h"
+#include "service/openai_response.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 

@@ -11,7 +11,7 @@ bodies, unknown paths and methods, missing and unknown keys, unknown models), th
 slowloris client holding headers and a client that never reads its stream stop nobody
 else, that a client disconnecting mid-stream cancels its request (the request log says
 so), the request log's lines, and N concurrent streaming chat completions (default 1000)
-held to completion without an error.
+held to completion without an error, and the drain on SIGTERM.
 """
 
 import http.client
@@ -411,6 +411,54 @@ def test_concurrent_streams(server, n):
     print(f"ok: {n} concurrent streaming chat completions all ended with [DONE]")
 
 
+def test_drain(server):
+    """SIGTERM: a running stream finishes, a kept-alive connection gets 503, new connections
+    are refused, and the server exits 0."""
+    stream = socket.create_connection(("127.0.0.1", server.port), timeout=120)
+    stream.sendall(raw_request(server.port, "POST", "/v1/chat/completions",
+                               json.dumps(chat_body("Go on.", stream=True, max_tokens=300,
+                                                    ignore_eos=True))))
+    buffer = bytearray()
+    head = read_until(stream, buffer, b"\r\n\r\n")
+    check(head.startswith(b"HTTP/1.1 200"), f"stream before the drain: {head[:80]!r}")
+    kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    kept.request("GET", "/health")
+    check(kept.getresponse().read() is not None, "health before the drain")
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while True:  # until the drain has begun: /health turns 503 on the kept connection
+        kept.request("GET", "/health")
+        response = kept.getresponse()
+        response.read()
+        if response.status == 503 or time.monotonic() > deadline:
+            break
+    check(response.status == 503, f"/health while draining: {response.status}")
+    kept.request("POST", "/v1/completions", body=json.dumps({"prompt": "x", "max_tokens": 2}),
+                 headers={"Authorization": f"Bearer {TOKEN_A}",
+                          "Content-Type": "application/json"})
+    response = kept.getresponse()
+    payload = response.read()
+    check(response.status == 503, f"a new request while draining: {response.status} {payload!r}")
+    check(json.loads(payload)["error"]["message"], "503 without an OpenAI error body")
+    kept.close()
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        refused = False
+    except OSError:
+        refused = True
+    check(refused, "a new connection was accepted while draining")
+    body, _ = read_chunked(stream, buffer)
+    events = sse_events(body)
+    check(events[-1] == "[DONE]", "the running stream did not finish while draining")
+    finish = json.loads(events[-2])["choices"][0]["finish_reason"]
+    check(finish == "length", f"the running stream ended with {finish}")
+    stream.close()
+    code = server.process.wait(timeout=60)
+    check(code == 0, f"prefixd exited {code} after draining")
+    print("ok: drain: the running stream finished, new requests 503, new connections refused, "
+          "exit 0")
+
+
 def main():
     binary, work_dir = sys.argv[1], sys.argv[2]
     streams = 1000
@@ -425,6 +473,7 @@ def main():
         test_disconnect_cancels(server)
         test_slow_clients(server)
         test_concurrent_streams(server, streams)
+        test_drain(server)
     finally:
         if server.process.poll() is None:
             server.stop()

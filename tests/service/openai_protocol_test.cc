@@ -1,5 +1,5 @@
 // OpenAI request bodies → prefixd requests, and engine updates → OpenAI's JSON and SSE.
-#include "service/openai_protocol.h"
+#include "service/openai_response.h"
 
 #include <string>
 #include <vector>

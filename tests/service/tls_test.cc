@@ -5,10 +5,13 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/prefixd_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
 #include "tests/service/server_process.h"
 
 namespace prefixd {
@@ -136,6 +139,97 @@ TEST_F(TlsTest, BadTlsFilesStopTheServerAtStartWithAPreciseMessage) {
   auto half = ServerProcess::Start({"--tls_cert_file=" + File("server.pem")});
   ASSERT_FALSE(half.ok());
   EXPECT_THAT(std::string(half.status().message()), HasSubstr("--tls_key_file"));
+}
+
+// ---- the OpenAI-compatible port: the same certificate flags, the same tenants ----
+
+// The OpenAI port's "https://HOST:PORT/v1" as a host and port.
+std::pair<std::string, int> HostPort(const std::string& url) {
+  std::string rest = url.substr(url.find("://") + 3);
+  rest = rest.substr(0, rest.find('/'));
+  int port = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(rest.substr(rest.rfind(':') + 1), &port)) << url;
+  return {rest.substr(0, rest.rfind(':')), port};
+}
+
+struct HttpResult {
+  int status = -1;  // -1: no response (the connection failed)
+  nlohmann::json body;
+};
+
+// POST /v1/completions over TLS, trusting `ca`, with client certificate `cert` (or none).
+HttpResult Complete(const std::string& url, const std::string& ca, const std::string& cert_pem,
+                    const std::string& cert_key, const std::string& token = "") {
+  const auto [host, port] = HostPort(url);
+  httplib::SSLClient client(host, port, cert_pem, cert_key);
+  client.set_ca_cert_path(ca.c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(20);
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  const std::string body = R"({"prompt": [11, 22, 33, 44, 55, 66, 77, 88, 99, 111, 122, 133,
+      144, 155, 166, 177, 188, 199, 211, 222, 233, 244, 255, 266, 277, 288, 299, 311, 322, 333,
+      344, 355, 366, 377, 388, 399], "max_tokens": 2})";
+  HttpResult result;
+  if (auto r = client.Post("/v1/completions", headers, body, "application/json")) {
+    result.status = r->status;
+    result.body = nlohmann::json::parse(r->body, nullptr, false);
+  }
+  return result;
+}
+
+int CachedTokens(const HttpResult& r) {
+  return r.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+}
+
+TEST_F(TlsTest, TheOpenAiPortIsTlsWhenGrpcIsAndRefusesPlaintext) {
+  auto server = ServerProcess::Start(TlsArgs());
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string url = (*server)->openai_url();
+  ASSERT_EQ(url.rfind("https://", 0), 0u) << url;
+  const HttpResult tls = Complete(url, File("ca.pem"), "", "");
+  EXPECT_EQ(tls.status, 200) << tls.body.dump();
+  // Plaintext HTTP gets no answer; a client that distrusts the server's CA refuses it.
+  const auto [host, port] = HostPort(url);
+  httplib::Client plaintext(host, port);
+  plaintext.set_read_timeout(5);
+  auto r = plaintext.Get("/v1/models");
+  EXPECT_TRUE(!r || r->status >= 400);
+  EXPECT_EQ(Complete(url, File("rogue_ca.pem"), "", "").status, -1);
+  EXPECT_EQ(Complete(url, File("ca.pem"), "", "").status, 200);  // still serving
+}
+
+TEST_F(TlsTest, MutualTlsOnTheOpenAiPortTakesTheTenantFromTheCertificate) {
+  const std::string tokens = File("tokens-openai.json");
+  std::ofstream(tokens) << R"({"tenants": [
+      {"name": "acme", "client_common_names": ["acme-service"]},
+      {"name": "bob", "tokens": ["bob-token-0123456789ab"]}]})";
+  std::vector<std::string> args = TlsArgs();
+  args.push_back("--tls_client_ca_file=" + File("ca.pem"));
+  args.push_back("--tokens_file=" + tokens);
+  auto server = ServerProcess::Start(args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string url = (*server)->openai_url();
+  const std::string ca = File("ca.pem");
+  // acme by its certificate alone; its second call hits its own cache.
+  const HttpResult first = Complete(url, ca, File("acme.pem"), File("acme.key"));
+  ASSERT_EQ(first.status, 200) << first.body.dump();
+  const HttpResult second = Complete(url, ca, File("acme.pem"), File("acme.key"));
+  ASSERT_EQ(second.status, 200) << second.body.dump();
+  EXPECT_EQ(CachedTokens(second), 32);
+  // bob's certificate names no tenant: 401 without the token; with it, bob's own namespace.
+  EXPECT_EQ(Complete(url, ca, File("bob.pem"), File("bob.key")).status, 401);
+  const HttpResult bob =
+      Complete(url, ca, File("bob.pem"), File("bob.key"), "bob-token-0123456789ab");
+  ASSERT_EQ(bob.status, 200) << bob.body.dump();
+  EXPECT_EQ(CachedTokens(bob), 0);
+  // acme's certificate with bob's token: refused; no certificate or a rogue one: no
+  // connection at all.
+  EXPECT_EQ(Complete(url, ca, File("acme.pem"), File("acme.key"), "bob-token-0123456789ab").status,
+            403);
+  EXPECT_EQ(Complete(url, ca, "", "").status, -1);
+  EXPECT_EQ(Complete(url, ca, File("rogue.pem"), File("rogue.key")).status, -1);
 }
 
 }  // namespace
