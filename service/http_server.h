@@ -8,25 +8,23 @@
 //   GET /readyz               200 while serving; 503 while draining
 //
 // Nothing here reveals a prompt: the page shows namespaces, counts and lengths only.
-// Requests are served by a small pool of threads of its own; the engine is never waited
-// on (its published stats snapshot is read instead).
+// Served by the event-driven server of service/async_http.h (two threads of its own, every
+// request's headers within a few seconds, a connection cap), so slow or idle clients cannot
+// keep /healthz, /readyz and /metrics from answering; the engine is never waited on (its
+// published stats snapshot is read instead). Only GET; no Range requests.
 #ifndef PREFIXD_SERVICE_HTTP_SERVER_H_
 #define PREFIXD_SERVICE_HTTP_SERVER_H_
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/engine.h"
+#include "service/async_http.h"
 #include "service/dashboard_sampler.h"
 #include "service/serving_metrics.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace prefixd {
 
@@ -48,25 +46,22 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  int port() const { return port_; }
+  int port() const { return http_->port(); }
   // HOST:PORT with the bound port, e.g. "127.0.0.1:8080".
   std::string address() const;
 
-  // Closes the port, finishes the requests being served and stops the sampler. Idempotent.
+  // Closes the port and every connection, and stops the sampler. Idempotent.
   void Stop();
 
  private:
   HttpServer(const ServingMetrics* metrics, std::function<bool()> ready,
              std::unique_ptr<DashboardSampler> sampler);
-  void AddRoutes();
+  void Handle(const HttpRequest& request, HttpExchange& exchange);
 
   const ServingMetrics* const metrics_;
   const std::function<bool()> ready_;
   std::unique_ptr<DashboardSampler> sampler_;
-  std::unique_ptr<httplib::Server> http_;
-  std::string host_;  // as given, brackets kept for IPv6
-  int port_ = 0;
-  std::thread thread_;
+  std::unique_ptr<AsyncHttpServer> http_;
 };
 
 }  // namespace prefixd

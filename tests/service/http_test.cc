@@ -1,7 +1,10 @@
 // The HTTP side port as an operator uses it: /metrics agrees with what clients saw,
 // /healthz and /readyz tell a load balancer the truth, the dashboard's data makes sense
 // before and after traffic and never carries a prompt.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -285,6 +288,65 @@ TEST(HttpTest, PortCanBeTurnedOffAndBadAddressesFailAtStart) {
   ASSERT_FALSE(second.ok());
   EXPECT_THAT(second.status().message(), HasSubstr("cannot listen on"));
   EXPECT_EQ(first->Stop(), 0);
+}
+
+// A connected socket to HOST:PORT, or -1.
+int Connect(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(HttpTest, SlowClientsCannotHoldTheProbesAndRangesAreNotServed) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  const std::string http = server->http_address();
+  // 64 clients that send part of a request line and then trickle a byte now and then (the
+  // old side port had four workers: four such clients held it for a minute).
+  std::vector<int> slow;
+  for (int i = 0; i < 64; ++i) {
+    const int fd = Connect(http);
+    ASSERT_GE(fd, 0);
+    const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: a";
+    ASSERT_EQ(write(fd, partial.data(), partial.size()), static_cast<ssize_t>(partial.size()));
+    slow.push_back(fd);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int fd : slow) (void)!write(fd, "b", 1);
+    EXPECT_EQ(HttpGet(http, "/healthz").status, 200);
+    EXPECT_EQ(HttpGet(http, "/readyz").status, 200);
+    EXPECT_EQ(HttpGet(http, "/metrics").status, 200);
+  }
+  // A trickling client is cut off at its request deadline (a few seconds), not served.
+  char byte = 0;
+  const ssize_t n = read(slow[0], &byte, 1);  // blocks until the server closes or answers
+  EXPECT_LE(n, 1);
+  for (int fd : slow) close(fd);
+
+  // A thousand ranges: the whole page once (200), never a multipart answer larger than it.
+  const HttpResult page = HttpGet(http, "/dashboard");
+  ASSERT_EQ(page.status, 200);
+  std::string ranges = "bytes=0-0";
+  for (int i = 1; i < 1000; ++i) absl::StrAppend(&ranges, ",0-", i);
+  const size_t colon = http.rfind(':');
+  httplib::Client client(http.substr(0, colon), std::stoi(http.substr(colon + 1)));
+  auto ranged = client.Get("/dashboard", {{"Range", ranges}});
+  ASSERT_TRUE(ranged);
+  EXPECT_EQ(ranged->status, 200);
+  EXPECT_EQ(ranged->body.size(), page.body.size());
+  // Only GET.
+  auto posted = client.Post("/metrics", "x", "text/plain");
+  ASSERT_TRUE(posted);
+  EXPECT_EQ(posted->status, 405);
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 }  // namespace
