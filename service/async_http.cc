@@ -355,7 +355,11 @@ class Session final : public HttpSession, public std::enable_shared_from_this<Se
     request.body = std::move(message.body());
     beast::error_code peer_ec;
     const tcp::endpoint peer = Lowest().socket().remote_endpoint(peer_ec);
-    if (!peer_ec) request.peer = absl::StrCat(peer.address().to_string(), ":", peer.port());
+    if (!peer_ec) {
+      const std::string address = peer.address().to_string();
+      request.peer = peer.address().is_v6() ? absl::StrCat("[", address, "]:", peer.port())
+                                            : absl::StrCat(address, ":", peer.port());
+    }
     if constexpr (kTls) request.client_common_name = PeerCommonName();
     keep_alive_ = message.keep_alive();
     chunked_ = message.version() >= 11;

@@ -35,7 +35,7 @@ struct HttpRequest {
   // Header names in lower case; a repeated header keeps its first value.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  std::string peer;  // "address:port" of the client
+  std::string peer;  // the client's "address:port" ("[address]:port" for IPv6)
   // The common name of the client's verified certificate (mutual TLS only).
   std::optional<std::string> client_common_name;
 

@@ -72,6 +72,9 @@ ABSL_FLAG(bool, prefix_cache, true,
 ABSL_FLAG(bool, cascade_attention, true,
           "decode requests that share cached prefix blocks in groups whose attention reads "
           "those blocks once per group (false: once per request; for comparisons)");
+ABSL_FLAG(bool, allow_unauthenticated, false,
+          "serve without --tokens_file on an address other machines can reach (--listen or "
+          "--openai_listen not loopback); admin calls still only from this machine");
 ABSL_FLAG(std::string, tokens_file, "",
           "JSON file of tenants and their bearer tokens; without it every call is in one "
           "namespace and no token is asked for (see README, Tenants)");
@@ -170,6 +173,30 @@ int Run() {
       return 2;
     }
     tenants = *std::move(dir);
+  }
+
+  // Open mode (no tokens file) is for one machine or a trusted network: every caller shares
+  // one namespace. Listening beyond this machine that way needs the operator's word.
+  if (!tenants.requires_identity()) {
+    for (const auto& [flag, address] :
+         {std::pair<const char*, std::string>{"--listen", absl::GetFlag(FLAGS_listen)},
+          {"--openai_listen", absl::GetFlag(FLAGS_openai_listen)}}) {
+      if (address.empty() || IsLoopbackListenAddress(address)) continue;
+      if (!absl::GetFlag(FLAGS_allow_unauthenticated)) {
+        std::fprintf(stderr,
+                     "prefixd: %s=%s accepts connections from other machines, and without "
+                     "--tokens_file every caller would share one cache namespace with no "
+                     "identity; give --tokens_file (see README, Tenants), or "
+                     "--allow_unauthenticated to serve open anyway\n",
+                     flag, address.c_str());
+        return 2;
+      }
+      std::fprintf(stderr,
+                   "prefixd: warning: %s=%s without --tokens_file (--allow_unauthenticated): "
+                   "anyone who can reach it may generate; admin calls (Flush, WatchEvents, "
+                   "every namespace's stats) only from this machine\n",
+                   flag, address.c_str());
+    }
   }
 
   // TLS files too: a wrong path or a key that does not match should not wait for the model.

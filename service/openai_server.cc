@@ -144,7 +144,7 @@ absl::StatusOr<const Tenant*> OpenAiServer::Authenticate(const HttpRequest& requ
   }
   std::optional<std::string_view> common_name;
   if (request.client_common_name) common_name = *request.client_common_name;
-  return context_->tenants->Authenticate(authorization, common_name);
+  return context_->tenants->Authenticate(authorization, common_name, request.peer);
 }
 
 absl::Status OpenAiServer::CheckModel(const std::string& model) const {

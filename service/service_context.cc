@@ -24,7 +24,7 @@ absl::StatusOr<const Tenant*> ServiceContext::Authenticate(
         auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
     if (!names.empty()) common_name = std::string(names.front().data(), names.front().size());
   }
-  return tenants->Authenticate(authorization, common_name);
+  return tenants->Authenticate(authorization, common_name, ctx.peer());
 }
 
 absl::StatusOr<CacheNamespace> ServiceContext::Namespace(

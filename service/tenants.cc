@@ -1,5 +1,8 @@
 #include "service/tenants.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -30,10 +33,13 @@ std::string SharedNamespaceKey(std::string_view name) {
 
 TenantDirectory TenantDirectory::Open() {
   TenantDirectory dir;
-  auto t = std::make_unique<Tenant>();
-  t->name = "default";
-  t->admin = true;
-  dir.tenants_.push_back(std::move(t));
+  // Two faces of one tenant (one namespace): callers on this machine are admins.
+  for (const bool admin : {true, false}) {
+    auto t = std::make_unique<Tenant>();
+    t->name = "default";
+    t->admin = admin;
+    dir.tenants_.push_back(std::move(t));
+  }
   return dir;
 }
 
@@ -137,8 +143,10 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromFile(const std::string& pat
 
 absl::StatusOr<const Tenant*> TenantDirectory::Authenticate(
     std::optional<std::string_view> authorization,
-    std::optional<std::string_view> client_common_name) const {
-  if (!requires_identity()) return tenants_.front().get();
+    std::optional<std::string_view> client_common_name, std::string_view peer) const {
+  if (!requires_identity()) {
+    return IsLoopbackPeer(peer) ? tenants_.front().get() : tenants_.back().get();
+  }
   const Tenant* by_certificate = nullptr;
   if (client_common_name) {
     auto it = by_common_name_.find(std::string(*client_common_name));
@@ -175,6 +183,47 @@ absl::StatusOr<std::string> TenantDirectory::NamespaceFor(const Tenant& tenant,
   return absl::PermissionDeniedError(absl::StrCat("tenant \"", tenant.name,
                                                   "\" is not granted the shared namespace \"",
                                                   std::string(shared_namespace), "\""));
+}
+
+namespace {
+
+// The address part of "HOST:PORT", "[IPv6]:PORT", or a bare address, without brackets.
+std::string_view AddressOf(std::string_view host_port) {
+  if (!host_port.empty() && host_port.front() == '[') {
+    const size_t close = host_port.find(']');
+    return close == std::string_view::npos ? host_port : host_port.substr(1, close - 1);
+  }
+  const size_t colon = host_port.rfind(':');
+  // More than one colon without brackets: a bare IPv6 address.
+  if (colon != std::string_view::npos && host_port.find(':') == colon) {
+    return host_port.substr(0, colon);
+  }
+  return host_port;
+}
+
+bool IsLoopbackAddress(std::string_view address) {
+  const std::string a(address);
+  in_addr v4{};
+  if (inet_pton(AF_INET, a.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, a.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
+
+}  // namespace
+
+bool IsLoopbackPeer(std::string_view peer) {
+  if (peer.starts_with("unix:") || peer.starts_with("unix-abstract:")) return true;
+  if (peer.starts_with("ipv4:")) peer.remove_prefix(5);
+  if (peer.starts_with("ipv6:")) peer.remove_prefix(5);
+  return IsLoopbackAddress(AddressOf(peer));
+}
+
+bool IsLoopbackListenAddress(std::string_view listen) {
+  if (listen.starts_with("unix:")) return true;
+  const std::string_view host = AddressOf(listen);
+  return host == "localhost" || IsLoopbackAddress(host);
 }
 
 }  // namespace prefixd

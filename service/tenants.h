@@ -1,6 +1,9 @@
 // service/tenants.h — who is calling, and which cache namespace their requests use.
 //
 // Without a tokens file every call is in one namespace ("default"): a single-team setup.
+// There, only callers on this machine (loopback or a Unix socket) are admins; the server
+// refuses to listen on other addresses in that mode unless told to
+// (--allow_unauthenticated).
 // With one, each call must carry `authorization: Bearer <token>`; the token's tenant is the
 // cache namespace. A tenant may also use the shared namespaces the file grants it (e.g. a
 // public system prompt several teams share). The namespace never comes from the request
@@ -40,7 +43,7 @@ struct Tenant {
 
 class TenantDirectory {
  public:
-  // Every call is the admin tenant "default".
+  // Every call is the tenant "default": an admin when it comes from this machine.
   static TenantDirectory Open();
   static absl::StatusOr<TenantDirectory> FromJson(std::string_view json, std::string_view path);
   static absl::StatusOr<TenantDirectory> FromFile(const std::string& path);
@@ -49,12 +52,15 @@ class TenantDirectory {
   bool requires_identity() const { return !by_token_.empty() || !by_common_name_.empty(); }
   int num_tenants() const { return static_cast<int>(tenants_.size()); }
 
-  // The tenant of a call given its `authorization` metadata value and the common name of
-  // its verified client certificate (nullopt: absent). UNAUTHENTICATED when neither names
-  // a tenant (or the token is malformed or unknown); PERMISSION_DENIED when they name two.
+  // The tenant of a call given its `authorization` metadata value, the common name of its
+  // verified client certificate (nullopt: absent) and its peer (gRPC's "ipv4:1.2.3.4:5",
+  // "ipv6:[::1]:5", "unix:...", or "HOST:PORT"; only used without a tokens file).
+  // UNAUTHENTICATED when neither names a tenant (or the token is malformed or unknown);
+  // PERMISSION_DENIED when they name two.
   absl::StatusOr<const Tenant*> Authenticate(
       std::optional<std::string_view> authorization,
-      std::optional<std::string_view> client_common_name = std::nullopt) const;
+      std::optional<std::string_view> client_common_name = std::nullopt,
+      std::string_view peer = "") const;
 
   // The cache namespace (the `tenant` field of CacheNamespace) for a request of `tenant`
   // that asks for `shared_namespace` (empty: its own). PERMISSION_DENIED if not granted.
@@ -69,6 +75,13 @@ class TenantDirectory {
 
 // Shared namespaces live apart from tenants' own: "shared:<name>" (tenant names have no ':').
 std::string SharedNamespaceKey(std::string_view name);
+
+// Whether a peer (as for Authenticate) is on this machine: 127.0.0.0/8, ::1, IPv4-mapped
+// loopback, or a Unix socket.
+bool IsLoopbackPeer(std::string_view peer);
+// Whether a listen address (HOST:PORT, [IPv6]:PORT) only accepts this machine's
+// connections: localhost, 127.0.0.0/8 or [::1]. 0.0.0.0, [::] and other hosts do not.
+bool IsLoopbackListenAddress(std::string_view listen);
 
 }  // namespace prefixd
 

@@ -1,4 +1,7 @@
 // prefixd as a client sees it: a real server process on loopback, called over gRPC.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 
 #include <atomic>
@@ -514,6 +517,52 @@ TEST(ServiceTest, HelpExitsZeroAndListsEveryFlag) {
         "--log_level", "--log_prompts", "--tokens_file", "--shutdown_grace"}) {
     EXPECT_THAT(out, ::testing::HasSubstr(flag)) << out;
   }
+}
+
+// An IPv4 address of this machine that is not loopback, or "" when it has none.
+std::string NonLoopbackAddress() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return "";
+  std::string found;
+  for (ifaddrs* a = list; a != nullptr && found.empty(); a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof(text));
+    if (std::string(text).rfind("127.", 0) != 0) found = text;
+  }
+  freeifaddrs(list);
+  return found;
+}
+
+TEST(ServiceTest, OpenModeStaysOnThisMachineUnlessTheOperatorSaysOtherwise) {
+  // Without a tokens file, a non-loopback address is refused at start, saying why.
+  auto refused = ServerProcess::Start({"--listen=0.0.0.0:0"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("--allow_unauthenticated"));
+  auto refused_openai = ServerProcess::Start({"--openai_listen=0.0.0.0:0"});
+  ASSERT_FALSE(refused_openai.ok());
+  EXPECT_THAT(refused_openai.status().message(), ::testing::HasSubstr("--openai_listen"));
+
+  auto server = ServerProcess::Start({"--listen=0.0.0.0:0", "--allow_unauthenticated"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->log(), ::testing::HasSubstr("admin calls"));
+  const std::string port = (*server)->target().substr((*server)->target().rfind(':') + 1);
+  // From this machine: an admin.
+  Client local("127.0.0.1:" + port);
+  {
+    grpc::ClientContext ctx;
+    v1::FlushResponse flushed;
+    EXPECT_TRUE(local.cache().Flush(&ctx, v1::FlushRequest(), &flushed).ok());
+  }
+  const std::string address = NonLoopbackAddress();
+  if (address.empty()) GTEST_SKIP() << "this machine has no non-loopback IPv4 address";
+  // From another address: generates in the one namespace, but no admin calls.
+  Client remote(address + ":" + port);
+  EXPECT_TRUE(remote.Generate(Request(Tokens(19, 8), 2)).status.ok());
+  grpc::ClientContext ctx;
+  v1::FlushResponse flushed;
+  EXPECT_EQ(remote.cache().Flush(&ctx, v1::FlushRequest(), &flushed).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
 }
 
 }  // namespace
