@@ -378,6 +378,30 @@ void FillCacheStats(const EngineStats& stats, bool all_namespaces,
                     const std::vector<std::string>& visible, v1::CacheStats& out) {
   const CacheStats& c = stats.cache;
   out.set_block_size(c.block_size);
+  int64_t query_tokens = 0, hit_tokens = 0;
+  for (const NamespaceStats& ns : c.tree.namespaces) {
+    if (!all_namespaces && std::find(visible.begin(), visible.end(), ns.name) == visible.end()) {
+      continue;
+    }
+    v1::NamespaceStats* n = out.add_namespaces();
+    n->set_name(ns.name);
+    n->set_query_tokens(ns.query_tokens);
+    n->set_hit_tokens(ns.hit_tokens);
+    n->set_hit_rate(ns.query_tokens > 0 ? static_cast<double>(ns.hit_tokens) / ns.query_tokens
+                                        : 0.0);
+    n->set_cached_blocks(ns.cached_blocks);
+    query_tokens += ns.query_tokens;
+    hit_tokens += ns.hit_tokens;
+  }
+  if (!all_namespaces) {
+    // A tenant's view: the sums over its own namespaces. The pool, the queue and the
+    // global counters move with other tenants' traffic (their prompt lengths, whether they
+    // hit), so they are the operator's (admins, /metrics) only.
+    out.set_query_tokens(query_tokens);
+    out.set_hit_tokens(hit_tokens);
+    out.set_hit_rate(query_tokens > 0 ? static_cast<double>(hit_tokens) / query_tokens : 0.0);
+    return;
+  }
   v1::BlockCounts* b = out.mutable_blocks();
   b->set_total(c.blocks.total);
   b->set_free(c.blocks.free);
@@ -391,18 +415,6 @@ void FillCacheStats(const EngineStats& stats, bool all_namespaces,
   out.set_evicted_blocks(c.tree.evicted_blocks);
   out.set_inserted_blocks(c.tree.inserted_blocks);
   out.set_hash_collisions(c.tree.hash_collisions);
-  for (const NamespaceStats& ns : c.tree.namespaces) {
-    if (!all_namespaces && std::find(visible.begin(), visible.end(), ns.name) == visible.end()) {
-      continue;
-    }
-    v1::NamespaceStats* n = out.add_namespaces();
-    n->set_name(ns.name);
-    n->set_query_tokens(ns.query_tokens);
-    n->set_hit_tokens(ns.hit_tokens);
-    n->set_hit_rate(ns.query_tokens > 0 ? static_cast<double>(ns.hit_tokens) / ns.query_tokens
-                                        : 0.0);
-    n->set_cached_blocks(ns.cached_blocks);
-  }
   out.set_running_requests(stats.running);
   out.set_waiting_requests(stats.waiting);
 }

@@ -68,14 +68,21 @@ std::string FormatStats(const v1::CacheStats& s) {
   std::string out =
       absl::StrFormat("hit rate    %s (%d of %d prompt tokens served from the cache)\n",
                       Percent(s.hit_tokens(), s.query_tokens()), s.hit_tokens(), s.query_tokens());
-  absl::StrAppendFormat(&out,
-                        "blocks      %d total (%d tokens each): %d free, %d evictable, %d in use "
-                        "(%d pinned)\n",
-                        b.total(), s.block_size(), b.free(), b.evictable(), b.in_use(), b.pinned());
-  absl::StrAppendFormat(&out, "counters    %d inserted, %d evicted, %d hash collisions\n",
-                        s.inserted_blocks(), s.evicted_blocks(), s.hash_collisions());
-  absl::StrAppendFormat(&out, "requests    %d running, %d waiting\n", s.running_requests(),
-                        s.waiting_requests());
+  if (s.has_blocks()) {
+    absl::StrAppendFormat(&out,
+                          "blocks      %d total (%d tokens each): %d free, %d evictable, %d in use "
+                          "(%d pinned)\n",
+                          b.total(), s.block_size(), b.free(), b.evictable(), b.in_use(),
+                          b.pinned());
+    absl::StrAppendFormat(&out, "counters    %d inserted, %d evicted, %d hash collisions\n",
+                          s.inserted_blocks(), s.evicted_blocks(), s.hash_collisions());
+    absl::StrAppendFormat(&out, "requests    %d running, %d waiting\n", s.running_requests(),
+                          s.waiting_requests());
+  } else {
+    // A tenant's own view (not an admin): the pool and the queue are the operator's.
+    absl::StrAppendFormat(&out, "blocks      %d tokens each (pool and queue: admins only)\n",
+                          s.block_size());
+  }
   if (s.namespaces_size() > 0) {
     size_t width = 9;
     for (const v1::NamespaceStats& ns : s.namespaces()) {

@@ -185,10 +185,15 @@ def format_stats(stats):
     lines = [
         f"hit rate {100.0 * stats.hit_rate:.1f}% "
         f"({stats.hit_tokens} of {stats.query_tokens} prompt tokens)",
-        f"blocks   {b.total} total: {b.free} free, {b.evictable} evictable, "
-        f"{b.in_use} in use ({b.pinned} pinned)",
-        f"requests {stats.running_requests} running, {stats.waiting_requests} waiting",
     ]
+    if stats.HasField("blocks"):
+        lines += [
+            f"blocks   {b.total} total: {b.free} free, {b.evictable} evictable, "
+            f"{b.in_use} in use ({b.pinned} pinned)",
+            f"requests {stats.running_requests} running, {stats.waiting_requests} waiting",
+        ]
+    else:  # a tenant's own view: the pool and the queue are the operator's
+        lines.append("blocks   (pool and queue: admins only)")
     for ns in stats.namespaces:
         lines.append(f"namespace {ns.name or '(default)'}: {ns.hit_tokens}/{ns.query_tokens} "
                      f"tokens hit ({100.0 * ns.hit_rate:.1f}%), {ns.cached_blocks} blocks")

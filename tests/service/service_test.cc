@@ -230,17 +230,28 @@ TEST(ServiceTest, TenantsShareOnlyWhatTheServerGrants) {
             grpc::StatusCode::UNAUTHENTICATED);
 
   // A tenant sees its own namespaces' stats only, and may not flush.
+  // Its counters are the sums over those; the pool, the queue and the global counters,
+  // which move with other tenants' traffic, are not shown to it.
   const v1::CacheStats stats = alice.Stats();
+  int64_t query_tokens = 0;
   for (const v1::NamespaceStats& ns : stats.namespaces()) {
     EXPECT_THAT(ns.name(), ::testing::AnyOf("alice", "shared:public"));
+    query_tokens += ns.query_tokens();
   }
+  EXPECT_EQ(stats.query_tokens(), query_tokens);
+  EXPECT_FALSE(stats.has_blocks());
+  EXPECT_EQ(stats.evicted_blocks() + stats.inserted_blocks() + stats.running_requests(), 0);
   grpc::ClientContext ctx;
   alice.Prepare(ctx);
   v1::FlushResponse flushed;
   EXPECT_EQ(alice.cache().Flush(&ctx, v1::FlushRequest(), &flushed).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
   Client root((*server)->target(), "root-token-0123456789a");
-  EXPECT_EQ(root.Stats().namespaces_size(), 3);
+  const v1::CacheStats all = root.Stats();
+  EXPECT_EQ(all.namespaces_size(), 3);
+  EXPECT_TRUE(all.has_blocks());
+  EXPECT_GT(all.inserted_blocks(), 0);
+  EXPECT_GT(all.query_tokens(), query_tokens);
   unlink(tokens.c_str());
 }
 
