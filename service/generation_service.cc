@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "service/convert.h"
 #include "service/request_log.h"
 #include "service/stream_outbox.h"
@@ -23,12 +24,22 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
 
 // One Generate call: submits the request, streams the engine's updates back, and cancels
 // the request in the engine when the client goes away.
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
+  using Outbox = StreamOutbox<v1::GenerateResponse, grpc::ByteBuffer>;
+
   GenerateReactor(ServiceContext& service, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request)
-      : service_(service),
-        outbox_(std::make_shared<StreamOutbox<v1::GenerateResponse>>(this, /*max_queued=*/1)) {
+                  const grpc::ByteBuffer& wire)
+      : service_(service), outbox_(std::make_shared<Outbox>(this, /*max_queued=*/1)) {
+    v1::GenerateRequest request;
+    if (!Parse(wire, request)) {
+      const absl::Status status = absl::InvalidArgumentError(
+          "the request is not a valid prefixd.v1.GenerateRequest (malformed protobuf, or a "
+          "string field that is not UTF-8: send text as UTF-8)");
+      RecordRefused(service_, "grpc", "", "", status);
+      outbox_->Finish(ToGrpcStatus(status));
+      return;
+    }
     absl::StatusOr<RequestId> id = Submit(*ctx, request);
     if (!id.ok()) {
       outbox_->Finish(ToGrpcStatus(id.status()));
@@ -96,8 +107,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
         });
   }
 
+  static bool Parse(const grpc::ByteBuffer& wire, v1::GenerateRequest& request) {
+    grpc::ByteBuffer copy(wire);  // the reader consumes; the copy shares the slices
+    grpc::ProtoBufferReader reader(&copy);
+    return request.ParseFromZeroCopyStream(&reader);
+  }
+
   ServiceContext& service_;
-  std::shared_ptr<StreamOutbox<v1::GenerateResponse>> outbox_;
+  std::shared_ptr<Outbox> outbox_;
   std::optional<RequestId> id_;
 };
 
@@ -173,8 +190,8 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerCont
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
-    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
   return new GenerateReactor(*context_, ctx, *request);
 }
 

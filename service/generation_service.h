@@ -7,13 +7,17 @@
 
 namespace prefixd {
 
-class GenerationService final : public v1::Generation::CallbackService {
+// Generate is served raw (its request parsed here), so that a message that does not parse
+// (bad wire format, a string that is not UTF-8) gets INVALID_ARGUMENT saying so, and is
+// counted, instead of gRPC's bare UNIMPLEMENTED.
+class GenerationService final
+    : public v1::Generation::WithRawCallbackMethod_Generate<v1::Generation::CallbackService> {
  public:
   // `context` must outlive the service.
   explicit GenerationService(ServiceContext* context) : context_(context) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;

@@ -6,6 +6,10 @@
 // the producer, so a producer that outlives the RPC (the reactor is deleted in OnDone)
 // finds a detached outbox and drops what it sends.
 //
+// Messages may go out as they are, or serialized by the outbox into grpc::ByteBuffer for a
+// method served raw (Wire = grpc::ByteBuffer), so that the request side can parse its own
+// message and refuse a malformed one with a status of its own.
+//
 // Locking: the decision to write or finish is claimed under the mutex and the gRPC call is
 // made outside it, so a reaction that gRPC runs inline cannot deadlock, and the reactor
 // cannot reach OnDone (and be deleted) while a claimed call is still to be made.
@@ -15,20 +19,23 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/server_callback.h"
 #include "grpcpp/support/status.h"
 
 namespace prefixd {
 
-template <typename Response>
+template <typename Response, typename Wire = Response>
 class StreamOutbox {
  public:
   // At most `max_queued` messages wait; Push beyond that fails (the caller decides).
-  StreamOutbox(grpc::ServerWriteReactor<Response>* reactor, size_t max_queued)
+  StreamOutbox(grpc::ServerWriteReactor<Wire>* reactor, size_t max_queued)
       : reactor_(reactor), max_queued_(max_queued) {}
 
   // Edits the last queued message, or a new one if none waits: consecutive updates merge
@@ -102,14 +109,14 @@ class StreamOutbox {
 
  private:
   void Pump() {
-    grpc::ServerWriteReactor<Response>* reactor = nullptr;
+    grpc::ServerWriteReactor<Wire>* reactor = nullptr;
     bool write = false;
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
       if (reactor_ == nullptr || writing_ || finish_claimed_) return;
       if (!queue_.empty()) {
-        current_ = std::move(queue_.front());
+        current_ = ToWire(std::move(queue_.front()));
         queue_.pop_front();
         writing_ = true;
         write = true;
@@ -128,11 +135,23 @@ class StreamOutbox {
     }
   }
 
+  static Wire ToWire(Response message) {
+    if constexpr (std::is_same_v<Wire, Response>) {
+      return message;
+    } else {
+      static_assert(std::is_same_v<Wire, grpc::ByteBuffer>);
+      grpc::ByteBuffer buffer;
+      bool own_buffer = false;
+      (void)grpc::SerializationTraits<Response>::Serialize(message, &buffer, &own_buffer);
+      return buffer;
+    }
+  }
+
   mutable absl::Mutex mu_;
-  grpc::ServerWriteReactor<Response>* reactor_ ABSL_GUARDED_BY(mu_);
+  grpc::ServerWriteReactor<Wire>* reactor_ ABSL_GUARDED_BY(mu_);
   const size_t max_queued_;
   std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
-  Response current_;  // the message being written; owned by gRPC while writing_
+  Wire current_;  // the message being written; owned by gRPC while writing_
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> final_ ABSL_GUARDED_BY(mu_);
   bool finish_claimed_ ABSL_GUARDED_BY(mu_) = false;

@@ -294,6 +294,30 @@ TEST(ServiceTest, EveryBadInputGetsItsStatusAndNobodyElseNotices) {
 
   const Result bad = client.Generate(Request({1, 2, 600}, 4));
   EXPECT_THAT(bad.status.error_message(), HasSubstr("token id 600"));
+
+  // Bytes that are not a GenerateRequest, and a text prompt that is not UTF-8 (which
+  // protobuf refuses to parse): INVALID_ARGUMENT saying so, not gRPC's bare UNIMPLEMENTED.
+  v1::GenerateRequest text_request;
+  text_request.set_text("PLACEHOLDER");
+  std::string not_utf8 = text_request.SerializeAsString();
+  not_utf8.replace(not_utf8.find("PLACEHOLDER"), 11, "caf\xe9 \xff\xfe bar");
+  for (const std::string& wire : {std::string("\xff\xff\xff\xff"), not_utf8}) {
+    grpc::GenericStub stub(client.channel());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    grpc::Slice slice(wire);
+    grpc::ByteBuffer request(&slice, 1), response;
+    absl::Notification done;
+    grpc::Status status;
+    stub.UnaryCall(&ctx, "/prefixd.v1.Generation/Generate", grpc::StubOptions(), &request,
+                   &response, [&](grpc::Status s) {
+                     status = s;
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("not a valid prefixd.v1.GenerateRequest"));
+  }
   // The server is fine.
   const Result ok = client.Generate(Request(Tokens(9, 20), 3));
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
