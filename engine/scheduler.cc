@@ -101,7 +101,18 @@ void Scheduler::AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tok
 void Scheduler::Cancel(RequestId id, const absl::Status& status) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
-  Finish(*it->second, status, FinishReason::kNone, GenerationUpdate{}, absl::Now());
+  Sequence& seq = *it->second;
+  const absl::Time now = absl::Now();
+  // A call whose deadline has passed is cancelled by its transport: the client sees
+  // DEADLINE_EXCEEDED, and so do the metrics.
+  Finish(seq, seq.deadline <= now ? DeadlineStatus(seq) : status, FinishReason::kNone,
+         GenerationUpdate{}, now);
+}
+
+absl::Status Scheduler::DeadlineStatus(const Sequence& seq) {
+  return absl::DeadlineExceededError(seq.running || seq.first_scheduled
+                                         ? "deadline exceeded while generating"
+                                         : "deadline exceeded while queued (never started)");
 }
 
 void Scheduler::CancelAll() {
@@ -118,11 +129,7 @@ void Scheduler::ExpireDeadlines(absl::Time now) {
     if (seq->deadline < now) expired.push_back(seq.get());
   }
   for (Sequence* seq : expired) {
-    Finish(*seq,
-           absl::DeadlineExceededError(seq->running || seq->first_scheduled
-                                           ? "deadline exceeded while generating"
-                                           : "deadline exceeded while queued (never started)"),
-           FinishReason::kNone, GenerationUpdate{}, now);
+    Finish(*seq, DeadlineStatus(*seq), FinishReason::kNone, GenerationUpdate{}, now);
   }
 }
 

@@ -115,6 +115,8 @@ class Scheduler {
   struct Sequence;
 
   void ExpireDeadlines(absl::Time now);
+  // DEADLINE_EXCEEDED, saying whether the request had started.
+  static absl::Status DeadlineStatus(const Sequence& seq);
   // Blocks for `seq` to hold `num_tokens` positions; preempts newer requests when short.
   // False when even that cannot make room (then `seq` itself was preempted or must wait).
   bool EnsureBlocks(Sequence& seq, int num_tokens);

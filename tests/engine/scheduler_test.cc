@@ -37,16 +37,21 @@ class SchedulerTest : public ::testing::Test {
     outputs_.clear();
   }
 
-  void Add(RequestId id, std::vector<TokenId> prompt, int max_new, std::string tenant = "t") {
+  void Add(RequestId id, std::vector<TokenId> prompt, int max_new, std::string tenant = "t",
+           absl::Time deadline = absl::InfiniteFuture()) {
     GenerationRequest r;
     r.ns = {std::move(tenant), "m", ""};
     r.prompt = std::move(prompt);
     r.sampling.temperature = 0;
     r.sampling.ignore_eos = true;
+    r.deadline = deadline;
     scheduler_->Add(id, std::move(r), max_new, 0, absl::Now(), [this, id](GenerationUpdate&& u) {
       auto& out = outputs_[id];
       out.tokens.insert(out.tokens.end(), u.tokens.begin(), u.tokens.end());
-      if (u.finished) out.usage = u.usage;
+      if (u.finished) {
+        out.usage = u.usage;
+        out.status = u.status;
+      }
     });
   }
 
@@ -64,6 +69,7 @@ class SchedulerTest : public ::testing::Test {
   }
 
   struct Output {
+    absl::Status status;
     std::vector<TokenId> tokens;
     RequestUsage usage;
   };
@@ -145,6 +151,19 @@ TEST_F(SchedulerTest, CancelReleasesEveryBlockBeforeReturning) {
   scheduler_->Cancel(1, absl::CancelledError("test"));
   EXPECT_EQ(cache_->Stats().blocks.in_use, 0);
   EXPECT_FALSE(scheduler_->HasWork());
+  EXPECT_TRUE(scheduler_->CheckInvariants().ok());
+}
+
+// gRPC cancels a call whose deadline has passed; that cancel is the deadline's doing, and
+// the request ends as the client sees it: DEADLINE_EXCEEDED, not CANCELLED.
+TEST_F(SchedulerTest, ACancelAfterTheDeadlineEndsAsDeadlineExceeded) {
+  Add(1, Prompt(1, 40), 50, "t", absl::Now() - absl::Milliseconds(1));
+  Add(2, Prompt(100, 40), 50, "t", absl::InfiniteFuture());
+  scheduler_->Cancel(1, absl::CancelledError("cancelled by the client"));
+  scheduler_->Cancel(2, absl::CancelledError("cancelled by the client"));
+  EXPECT_EQ(outputs_[1].status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(outputs_[1].status.message().find("never started"), absl::string_view::npos);
+  EXPECT_EQ(outputs_[2].status.code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(scheduler_->CheckInvariants().ok());
 }
 
