@@ -2,10 +2,13 @@
 //
 // Text is decoded incrementally (never half a UTF-8 character). Text that could be the start
 // of a stop string is held back until it is clear that it is not one, so a stop string is
-// never emitted, not even partly.
+// never emitted, not even partly; a token is held with its text, so when a stop string
+// cuts the text, the tokens that only spelled the stop string are dropped too, and the
+// token ids a client receives (and completion_tokens) match the text it receives.
 #ifndef PREFIXD_ENGINE_OUTPUT_PROCESSOR_H_
 #define PREFIXD_ENGINE_OUTPUT_PROCESSOR_H_
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,15 +28,34 @@ class OutputProcessor {
                   absl::Span<const TokenId> prompt, absl::Span<const TokenId> eos_token_ids,
                   int max_new_tokens);
 
-  // Accounts for one sampled token. Returns the text that is now safe to emit, and sets
-  // `finish` (otherwise left kNone) when this token ends the request.
-  std::string Push(TokenId token, FinishReason& finish);
+  // What may go to the client now: text, and the tokens whose text it completes (with
+  // their logprobs), in order.
+  struct Emitted {
+    std::string text;
+    std::vector<SampledToken> tokens;
+  };
 
-  int num_generated() const { return num_generated_; }
+  // Accounts for one sampled token. Returns what is now safe to emit, and sets `finish`
+  // (otherwise left kNone) when this token ends the request (then everything left is
+  // emitted, or dropped after a stop string).
+  Emitted Push(SampledToken token, FinishReason& finish);
+
+  int num_generated() const { return num_generated_; }  // sampled, emitted or not
+  int num_emitted() const { return num_emitted_; }      // tokens handed out by Push
 
  private:
-  // Emits what cannot be the start of a stop string; keeps the rest in pending_.
-  std::string TakeSafeText();
+  // A sampled token whose text is pending_[start, end) (start < 0: its first bytes were
+  // emitted already).
+  struct Held {
+    SampledToken token;
+    int64_t start;
+    int64_t end;
+  };
+
+  // Emits pending_[0, n) and the held tokens whose text ends within it.
+  Emitted Release(size_t n);
+  // How much of pending_'s end could be the start of a stop string.
+  size_t Hold() const;
 
   const Tokenizer* tokenizer_;
   std::unique_ptr<StreamDecoder> decoder_;
@@ -41,7 +63,9 @@ class OutputProcessor {
   std::vector<TokenId> stop_ids_;  // stop_token_ids, plus EOS unless ignore_eos
   const int max_new_tokens_;
   int num_generated_ = 0;
+  int num_emitted_ = 0;
   std::string pending_;
+  std::deque<Held> held_;
 };
 
 }  // namespace prefixd

@@ -256,7 +256,7 @@ void Scheduler::Finish(Sequence& seq, absl::Status status, FinishReason reason,
     RequestUsage& u = update.usage;
     u.prompt_tokens = seq.prompt_len;
     u.cached_tokens = std::max(seq.cached_tokens, 0);
-    u.completion_tokens = seq.num_generated();
+    u.completion_tokens = seq.output->num_emitted();  // as the client received them
     u.preemptions = seq.preemptions;
     u.queue_time = seq.first_scheduled.value_or(now) - seq.arrival;
     u.time_to_first_token = seq.first_token ? *seq.first_token - seq.arrival : absl::ZeroDuration();
@@ -423,15 +423,17 @@ StepReport Scheduler::Step(absl::Time now) {
     if (!seq->first_token) seq->first_token = done;
     FinishReason reason;
     GenerationUpdate update;
-    update.text = seq->output->Push(t.token, reason);
-    update.tokens.push_back(t.token);
-    if (seq->params.logprobs || seq->params.top_logprobs > 0) {
-      update.logprobs.push_back(std::move(t));
+    OutputProcessor::Emitted emitted = seq->output->Push(std::move(t), reason);
+    update.text = std::move(emitted.text);
+    const bool logprobs = seq->params.logprobs || seq->params.top_logprobs > 0;
+    for (SampledToken& e : emitted.tokens) {
+      update.tokens.push_back(e.token);
+      if (logprobs) update.logprobs.push_back(std::move(e));
     }
     if (reason != FinishReason::kNone) {
       Finish(*seq, absl::OkStatus(), reason, std::move(update), done);
-    } else {
-      seq->callback(std::move(update));
+    } else if (!update.tokens.empty() || !update.text.empty()) {
+      seq->callback(std::move(update));  // held back (a possible stop string): nothing yet
     }
   }
   return report;

@@ -7,7 +7,9 @@
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/engine_test_util.h"
@@ -223,6 +225,52 @@ TEST(EngineTest, StopStringsTruncateTheTextAndEndTheRequest) {
   EXPECT_LT(stopped.tokens.size(), full.tokens.size());
   EXPECT_EQ(full.finish_reason, FinishReason::kLength);
   EXPECT_EQ(full.usage.completion_tokens, 40);
+}
+
+// The cut applies to the ids too: the client gets the tokens that spelled the text it got
+// (the one the stop string starts in may spell a little of both), no token that only
+// spelled the stop string, and completion_tokens counts what it got.
+TEST(EngineTest, AStopStringCutsTheTokenIdsAndCompletionTokensToo) {
+  std::unique_ptr<Engine> engine = MakeTestEngine(TestOptions());
+  const Tokenizer& tok = *engine->tokenizer();
+  int checked = 0;
+  for (int seed = 20; seed < 60 && checked < 3; ++seed) {
+    const Outcome full = RunOne(*engine, Greedy(Tokens(seed, 16), 40));
+    // A stop string that first appears well inside the text.
+    std::string stop;
+    for (size_t at = 6; at + 2 <= full.text.size() && stop.empty(); ++at) {
+      const std::string candidate = full.text.substr(at, 2);
+      if (full.text.find(candidate) == at) stop = candidate;
+    }
+    if (stop.empty()) continue;
+    GenerationRequest r = Greedy(Tokens(seed, 16), 40);
+    r.sampling.stop = {stop};
+    const Outcome stopped = RunOne(*engine, r);
+    ASSERT_EQ(stopped.finish_reason, FinishReason::kStop);
+    const std::string text = full.text.substr(0, full.text.find(stop));
+    EXPECT_EQ(stopped.text, text);
+    ASSERT_GE(stopped.tokens.size(), 1u);
+    EXPECT_LT(stopped.tokens.size(), full.tokens.size());
+    EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end(), full.tokens.begin()));
+    EXPECT_EQ(stopped.usage.completion_tokens, static_cast<int>(stopped.tokens.size()));
+    // The ids spell at least the text (decoded as a continuation of the prompt, as the
+    // server streams it); without the last one, less than all of it.
+    const std::vector<TokenId> prompt = Tokens(seed, 16);
+    StreamDecoder decoder(tok, /*skip_special_tokens=*/true, prompt);
+    std::string shorter, spelled;
+    for (size_t i = 0; i < stopped.tokens.size(); ++i) {
+      if (i + 1 == stopped.tokens.size()) shorter = spelled;
+      spelled += decoder.Push(stopped.tokens[i]);
+    }
+    spelled += decoder.Finish();
+    EXPECT_EQ(spelled.substr(0, text.size()), text)
+        << "stop '" << absl::CEscape(stop) << "'"
+        << "' full " << absl::StrJoin(full.tokens, ",") << " kept "
+        << absl::StrJoin(stopped.tokens, ",");
+    EXPECT_LT(shorter.size(), text.size()) << "a token past the cut was kept";
+    ++checked;
+  }
+  EXPECT_GE(checked, 1) << "no prompt gave text with a stop string inside";
 }
 
 TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
