@@ -77,7 +77,6 @@ void Scheduler::Add(RequestId id, GenerationRequest request, int max_new_tokens,
                                                   eos_token_ids_, max_new_tokens);
   seq->arrival = arrival;
   seq->deadline = request.deadline;
-  counters_.prompt_tokens += seq->prompt_len;
   waiting_.push_back(seq.get());
   PREFIXD_CHECK(sequences_.emplace(id, std::move(seq)).second, "request id ", id, " reused");
 }
@@ -150,7 +149,10 @@ bool Scheduler::SharesPrefixBeingComputed(const Sequence& seq) const {
 
 bool Scheduler::Admit(Sequence& seq, absl::Time now) {
   const size_t match_len = seq.prefill_only ? seq.tokens.size() : seq.tokens.size() - 1;
-  seq.hold = cache_.Match(seq.ns, absl::MakeConstSpan(seq.tokens).first(match_len));
+  // Counted once, at the first admission (below): an admission that must wait for blocks
+  // is retried, and a preempted request is re-admitted.
+  seq.hold = cache_.Match(seq.ns, absl::MakeConstSpan(seq.tokens).first(match_len),
+                          /*count=*/false);
   seq.block_table.assign(seq.hold.blocks().begin(), seq.hold.blocks().end());
   seq.num_computed = seq.hold.num_tokens();
   const int bs = cache_.block_size();
@@ -170,7 +172,12 @@ bool Scheduler::Admit(Sequence& seq, absl::Time now) {
   }
   if (seq.cached_tokens < 0) {
     seq.cached_tokens = std::min(seq.num_computed, seq.prompt_len);
-    counters_.prompt_tokens_cached += seq.cached_tokens;
+    // A Pin's prefill is not a prompt: it counts neither as one nor as a lookup.
+    if (!seq.prefill_only) {
+      counters_.prompt_tokens += seq.prompt_len;
+      counters_.prompt_tokens_cached += seq.cached_tokens;
+      cache_.CountLookup(seq.ns, seq.hold, static_cast<int64_t>(match_len));
+    }
   }
   seq.running = true;
   running_.push_back(&seq);
@@ -255,6 +262,7 @@ void Scheduler::Finish(Sequence& seq, absl::Status status, FinishReason reason,
     update.finish_reason = update.status.ok() ? reason : FinishReason::kNone;
     RequestUsage& u = update.usage;
     u.prompt_tokens = seq.prompt_len;
+    u.admitted = seq.cached_tokens >= 0;
     u.cached_tokens = std::max(seq.cached_tokens, 0);
     u.completion_tokens = seq.output->num_emitted();  // as the client received them
     u.preemptions = seq.preemptions;

@@ -46,9 +46,9 @@ struct SchedulerOptions {
 // Counters since start, for stats and metrics.
 struct SchedulerCounters {
   int64_t steps = 0;
-  int64_t prompt_tokens = 0;           // prompt tokens of finished and running requests
+  int64_t prompt_tokens = 0;           // prompt tokens of admitted requests
   int64_t prompt_tokens_computed = 0;  // prompt tokens run through the model
-  int64_t prompt_tokens_cached = 0;    // prompt tokens served from the cache at admission
+  int64_t prompt_tokens_cached = 0;    // of those, served from the cache at first admission
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
   int64_t finished_stop = 0;

@@ -24,8 +24,9 @@ void PrefixCache::TrackEvicted(absl::Span<const BlockId> blocks) {
   for (BlockId b : blocks) cached_[b] = false;
 }
 
-PrefixMatch PrefixCache::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
-  return tree_.Match(ns, enabled_ ? tokens : absl::Span<const TokenId>());
+PrefixMatch PrefixCache::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens,
+                               bool count) {
+  return tree_.Match(ns, enabled_ ? tokens : absl::Span<const TokenId>(), count);
 }
 
 InsertResult PrefixCache::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,

@@ -54,7 +54,10 @@ class PrefixCache {
   int64_t num_available() const { return pool_.num_free() + tree_.evictable_blocks(); }
 
   // See RadixTree. With the cache disabled, Match holds nothing and Insert stores nothing.
-  PrefixMatch Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
+  PrefixMatch Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens, bool count = true);
+  void CountLookup(const CacheNamespace& ns, const PrefixMatch& match, int64_t query_tokens) {
+    tree_.CountLookup(ns, match, enabled_ ? query_tokens : 0);
+  }
   InsertResult Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
                       absl::Span<const BlockId> blocks);
   void Release(PrefixMatch& match) { tree_.Release(match); }

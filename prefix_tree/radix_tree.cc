@@ -216,19 +216,26 @@ RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, i
   return node;
 }
 
-PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
+PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens,
+                             bool count) {
   NamespaceState& state = GetOrCreateNamespace(ns);
   ++clock_;
   PrefixMatch match;
   match.block_size_ = block_size_;
   Node* end = Walk(state.root.get(), tokens, 0, match.blocks_);
-  for (Node* n = end; n->parent != nullptr; n = n->parent) ++n->hits;
   AddHold(end, +1, 0);
   match.node_ = end;
   match.state_ = PrefixMatch::State::kActive;
-  state.query_tokens += static_cast<int64_t>(tokens.size());
-  state.hit_tokens += match.num_tokens();
+  if (count) CountLookup(ns, match, static_cast<int64_t>(tokens.size()));
   return match;
+}
+
+void RadixTree::CountLookup(const CacheNamespace& ns, const PrefixMatch& match,
+                            int64_t query_tokens) {
+  NamespaceState& state = GetOrCreateNamespace(ns);
+  for (Node* n = match.node_; n != nullptr && n->parent != nullptr; n = n->parent) ++n->hits;
+  state.query_tokens += query_tokens;
+  state.hit_tokens += match.num_tokens();
 }
 
 InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
@@ -365,6 +372,10 @@ absl::StatusOr<int> RadixTree::Unpin(const CacheNamespace& ns, absl::Span<const 
 }
 
 std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
+  return Remove(num_blocks, evicted_blocks_);
+}
+
+std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter) {
   std::vector<BlockId> evicted;
   while (static_cast<int64_t>(evicted.size()) < num_blocks && !lru_.empty()) {
     Node* leaf = std::get<2>(*lru_.begin());
@@ -375,7 +386,7 @@ std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
     Account(leaf, -1);
     Emit(CacheEvent::Kind::kRemoved, leaf, keep, take);
     evicted.insert(evicted.end(), leaf->blocks.rbegin(), leaf->blocks.rend() - keep);
-    evicted_blocks_ += take;
+    counter += take;
     if (keep == 0) {
       Node* parent = leaf->parent;
       parent->children.erase(leaf->keys[0]);  // destroys leaf
@@ -391,7 +402,9 @@ std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
   return evicted;
 }
 
-std::vector<BlockId> RadixTree::Flush() { return Evict(std::numeric_limits<int64_t>::max()); }
+std::vector<BlockId> RadixTree::Flush() {
+  return Remove(std::numeric_limits<int64_t>::max(), flushed_blocks_);
+}
 
 void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int count) {
   ++sequence_;
@@ -413,6 +426,7 @@ TreeStats RadixTree::Stats() const {
   s.evictable_blocks = cached_blocks_ - held_blocks_;
   s.inserted_blocks = inserted_blocks_;
   s.evicted_blocks = evicted_blocks_;
+  s.flushed_blocks = flushed_blocks_;
   s.hash_collisions = hash_collisions_;
   for (const auto& [ns, state] : namespaces_) {
     s.query_tokens += state->query_tokens;

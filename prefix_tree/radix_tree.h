@@ -92,7 +92,8 @@ struct TreeStats {
   int64_t query_tokens = 0;
   int64_t hit_tokens = 0;
   int64_t inserted_blocks = 0;
-  int64_t evicted_blocks = 0;
+  int64_t evicted_blocks = 0;  // to make room (LRU)
+  int64_t flushed_blocks = 0;  // by Flush
   int64_t hash_collisions = 0;
   std::vector<NamespaceStats> namespaces;  // sorted by name
 };
@@ -126,8 +127,12 @@ class RadixTree {
   uint64_t seed() const { return seed_; }
 
   // Longest cached full-block prefix of `tokens` in `ns`; holds every matched block.
-  // Counts tokens.size() query tokens and the matched tokens as hits in the stats.
-  PrefixMatch Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
+  // Counts tokens.size() query tokens and the matched tokens as hits in the stats, unless
+  // `count` is false (a lookup that may be retried: count it once, with CountLookup).
+  PrefixMatch Match(const CacheNamespace& ns, absl::Span<const TokenId> tokens, bool count = true);
+  // Counts an uncounted Match of `query_tokens` tokens whose hold is `match` (its hits,
+  // and a hit on every edge it used).
+  void CountLookup(const CacheNamespace& ns, const PrefixMatch& match, int64_t query_tokens);
 
   // Extends `match` with the full blocks of `tokens` beyond it. `tokens` is the whole
   // sequence whose prefix `match` holds, `blocks` its block table (blocks[i] holds tokens
@@ -149,9 +154,9 @@ class RadixTree {
   absl::StatusOr<int> Unpin(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
 
   // Removes up to `num_blocks` unheld leaf blocks, least recently used first (an edge's
-  // tail first), and returns their BlockIds.
+  // tail first), and returns their BlockIds. Counted as evicted.
   std::vector<BlockId> Evict(int64_t num_blocks);
-  // Removes every evictable block; returns their BlockIds.
+  // Removes every evictable block; returns their BlockIds. Counted as flushed, not evicted.
   std::vector<BlockId> Flush();
 
   TreeStats Stats() const;
@@ -225,6 +230,9 @@ class RadixTree {
   int64_t pinned_blocks_ = 0;
   int64_t inserted_blocks_ = 0;
   int64_t evicted_blocks_ = 0;
+  int64_t flushed_blocks_ = 0;
+  // Evict's work; counts into `counter`.
+  std::vector<BlockId> Remove(int64_t num_blocks, int64_t& counter);
   int64_t hash_collisions_ = 0;
 };
 

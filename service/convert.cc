@@ -413,6 +413,7 @@ void FillCacheStats(const EngineStats& stats, bool all_namespaces,
   out.set_hit_rate(
       c.tree.query_tokens > 0 ? static_cast<double>(c.tree.hit_tokens) / c.tree.query_tokens : 0.0);
   out.set_evicted_blocks(c.tree.evicted_blocks);
+  out.set_flushed_blocks(c.tree.flushed_blocks);
   out.set_inserted_blocks(c.tree.inserted_blocks);
   out.set_hash_collisions(c.tree.hash_collisions);
   out.set_running_requests(stats.running);

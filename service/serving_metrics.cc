@@ -131,8 +131,11 @@ void ServingMetrics::RequestRecorder::OnUpdate(const GenerationUpdate& update, a
     m.queue_time_.Observe(Seconds(update.usage.queue_time));
   }
   requests_->Increment();
-  prompt_tokens_->Increment(update.usage.prompt_tokens);
-  cached_tokens_->Increment(update.usage.cached_tokens);
+  // A prompt counts once the request is admitted (not when it is cancelled in the queue).
+  if (update.usage.admitted) {
+    prompt_tokens_->Increment(update.usage.prompt_tokens);
+    cached_tokens_->Increment(update.usage.cached_tokens);
+  }
   completion_tokens_->Increment(update.usage.completion_tokens);
 }
 
@@ -259,7 +262,10 @@ void ServingMetrics::CollectEngineStats(TextExposition& out) const {
   out.Counter("prefixd_kv_inserted_blocks_total", "Blocks added to the prefix cache.",
               tree.inserted_blocks);
   out.Counter("prefixd_kv_evicted_blocks_total",
-              "Cached blocks evicted (least recently used first) or flushed.", tree.evicted_blocks);
+              "Cached blocks evicted to make room (least recently used first).",
+              tree.evicted_blocks);
+  out.Counter("prefixd_kv_flushed_blocks_total", "Cached blocks dropped by Flush.",
+              tree.flushed_blocks);
 
   out.Gauge("prefixd_queue_depth_requests", "Requests waiting to be admitted.", s.waiting);
   out.Gauge("prefixd_running_requests", "Requests in the running batch.", s.running);

@@ -74,8 +74,9 @@ std::string FormatStats(const v1::CacheStats& s) {
                           "(%d pinned)\n",
                           b.total(), s.block_size(), b.free(), b.evictable(), b.in_use(),
                           b.pinned());
-    absl::StrAppendFormat(&out, "counters    %d inserted, %d evicted, %d hash collisions\n",
-                          s.inserted_blocks(), s.evicted_blocks(), s.hash_collisions());
+    absl::StrAppendFormat(
+        &out, "counters    %d inserted, %d evicted, %d flushed, %d hash collisions\n",
+        s.inserted_blocks(), s.evicted_blocks(), s.flushed_blocks(), s.hash_collisions());
     absl::StrAppendFormat(&out, "requests    %d running, %d waiting\n", s.running_requests(),
                           s.waiting_requests());
   } else {

@@ -96,6 +96,11 @@ TEST_F(SchedulerTest, RequestsNeedingTheSameUncachedPrefixComputeItOnce) {
   EXPECT_EQ(scheduler_->counters().deduplicated_waits, 3);
   EXPECT_EQ(outputs_[1].usage.cached_tokens, 0);
   for (RequestId id : {2, 3, 4}) EXPECT_EQ(outputs_[id].usage.cached_tokens, 96);
+  // Each request's lookup counts once (the waiting ones are looked up again when they are
+  // admitted): 4 × 105 tokens looked up (all but the last), 3 × 96 hit.
+  EXPECT_EQ(cache_->Stats().tree.query_tokens, 4 * 105);
+  EXPECT_EQ(cache_->Stats().tree.hit_tokens, 3 * 96);
+  EXPECT_EQ(scheduler_->counters().prompt_tokens, 4 * 106);
 
   // Same outputs as without a cache.
   std::map<RequestId, Output> with_cache = outputs_;
@@ -165,6 +170,23 @@ TEST_F(SchedulerTest, ACancelAfterTheDeadlineEndsAsDeadlineExceeded) {
   EXPECT_NE(outputs_[1].status.message().find("never started"), absl::string_view::npos);
   EXPECT_EQ(outputs_[2].status.code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(scheduler_->CheckInvariants().ok());
+}
+
+// What the counters say is what clients got: a prompt counts when its request is admitted
+// (a request cancelled in the queue never ran), and a lookup counts once however often an
+// admission is retried for want of blocks.
+TEST_F(SchedulerTest, PromptsAndLookupsCountOncePerAdmittedRequest) {
+  Build(/*cache_enabled=*/true, /*budget=*/512, /*max_running=*/1);
+  Add(1, Prompt(1, 40), 20);
+  Add(2, Prompt(100, 40), 20);
+  scheduler_->Step(absl::Now());  // 1 runs; 2 waits for a running slot
+  scheduler_->Step(absl::Now());
+  scheduler_->Cancel(2, absl::CancelledError("client went away"));
+  RunToIdle();
+  EXPECT_EQ(scheduler_->counters().prompt_tokens, 40);
+  EXPECT_EQ(cache_->Stats().tree.query_tokens, 39);
+  EXPECT_FALSE(outputs_[2].usage.admitted);
+  EXPECT_TRUE(outputs_[1].usage.admitted);
 }
 
 }  // namespace

@@ -630,10 +630,10 @@ absl::Status TreeOpsHarness::CheckedFlush() {
   if (got != want) {
     return Mismatch("Flush freed ", got, " blocks; the model has ", want, " evictable");
   }
-  return TakeEvicted(want);
+  return TakeEvicted(want, /*flush=*/true);
 }
 
-absl::Status TreeOpsHarness::TakeEvicted(int64_t expected) {
+absl::Status TreeOpsHarness::TakeEvicted(int64_t expected, bool flush) {
   const std::vector<BlockId> in_tree_list = cache_.tree().CachedBlockIds();
   const absl::flat_hash_set<BlockId> in_tree(in_tree_list.begin(), in_tree_list.end());
   absl::flat_hash_set<BlockId> gone;
@@ -646,7 +646,7 @@ absl::Status TreeOpsHarness::TakeEvicted(int64_t expected) {
                     " (the tree caches ", in_tree.size(), " blocks, the model ", cached_.size(),
                     ")");
   }
-  evicted_ += expected;
+  (flush ? flushed_ : evicted_) += expected;
   coverage_.evicted_blocks += expected;
   // Replay the evictions: each must take an evictable leaf (unheld, unpinned, nothing
   // cached after it) used no later than every other evictable leaf.
@@ -761,6 +761,7 @@ absl::Status TreeOpsHarness::CheckState(bool snapshot) const {
            expect("held blocks", s.tree.held_blocks, held),
            expect("inserted blocks", s.tree.inserted_blocks, inserted_),
            expect("evicted blocks", s.tree.evicted_blocks, evicted_),
+           expect("flushed blocks", s.tree.flushed_blocks, flushed_),
            expect("hash collisions", s.tree.hash_collisions, collisions_),
            expect("query tokens", s.tree.query_tokens, query),
            expect("hit tokens", s.tree.hit_tokens, hit),

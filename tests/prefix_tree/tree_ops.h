@@ -196,7 +196,8 @@ class TreeOpsHarness {
   absl::Status CheckedFlush();
   // The blocks the model caches but the tree no longer does: checks there are `expected`
   // of them and that each could be evicted in turn, then drops them from the model.
-  absl::Status TakeEvicted(int64_t expected);
+  // `flush`: counted as flushed, else as evicted.
+  absl::Status TakeEvicted(int64_t expected, bool flush = false);
   // `blocks` must be exactly the model's blocks for the first `expected` whole blocks of
   // `tokens` in `ns`, so in particular never a block caching other tokens.
   absl::Status CheckBlocks(const char* what, int ns, absl::Span<const TokenId> tokens,
@@ -250,6 +251,7 @@ class TreeOpsHarness {
   std::vector<NamespaceCounters> counters_;
   int64_t inserted_ = 0;
   int64_t evicted_ = 0;
+  int64_t flushed_ = 0;
   int64_t collisions_ = 0;
   uint64_t clock_ = 0;
 
