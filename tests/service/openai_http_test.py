@@ -20,6 +20,7 @@ import os
 import re
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,6 +218,31 @@ def test_sse_framing(server):
           f"the second call of one prompt had no cached tokens: {whole['usage']}")
     print(f"ok: SSE framing ({len(events)} events), keep-alive, cached_tokens "
           f"{whole['usage']['prompt_tokens_details']['cached_tokens']} on the second call")
+
+
+def test_curl(server):
+    """The README's curl line, as a newcomer runs it: -N streams the events as they come."""
+    curl = shutil.which("curl")
+    if curl is None:
+        print("skipped: curl is not installed")
+        return
+    body = json.dumps(chat_body("Hello", stream=True, max_tokens=4,
+                                stream_options={"include_usage": True}))
+    out = subprocess.run([curl, "-sS", "-N", f"http://127.0.0.1:{server.port}/v1/chat/completions",
+                          "-H", "Content-Type: application/json",
+                          "-H", f"Authorization: Bearer {TOKEN_A}", "-d", body],
+                         capture_output=True, timeout=120)
+    check(out.returncode == 0, f"curl exited {out.returncode}: {out.stderr!r}")
+    events = sse_events(out.stdout)
+    check(events[-1] == "[DONE]", f"curl's stream ends with {events[-1]!r}")
+    check(json.loads(events[-2])["usage"]["prompt_tokens_details"]["cached_tokens"] >= 0,
+          "curl's stream has no usage chunk")
+    bad = subprocess.run([curl, "-sS", f"http://127.0.0.1:{server.port}/v1/chat/completions",
+                          "-H", f"Authorization: Bearer {TOKEN_A}", "-H",
+                          "Content-Type: application/json", "-d", "{oops",
+                          "-w", "\\n%{http_code}"], capture_output=True, timeout=60)
+    check(bad.stdout.decode().endswith("\n400"), f"curl with bad JSON: {bad.stdout!r}")
+    print(f"ok: curl -N streams {len(events)} events ending in [DONE]; bad JSON -> 400")
 
 
 def test_http10_stream(server):
@@ -467,6 +493,7 @@ def main():
     server = Server(binary, work_dir, "--max_queued_requests=2048", "--max_running_requests=256")
     try:
         test_sse_framing(server)
+        test_curl(server)
         test_http10_stream(server)
         test_errors(server)
         test_request_log(server)
