@@ -288,7 +288,7 @@ void Engine::Cancel(RequestId id) {
 }
 
 void Engine::PinAsync(const CacheNamespace& ns, std::vector<TokenId> tokens,
-                      std::function<void(absl::StatusOr<PinResult>)> done) {
+                      std::function<void(absl::StatusOr<PinResult>)> done, absl::Time deadline) {
   if (!options_.prefix_cache) {
     done(absl::FailedPreconditionError("the prefix cache is disabled on this server"));
     return;
@@ -309,25 +309,42 @@ void Engine::PinAsync(const CacheNamespace& ns, std::vector<TokenId> tokens,
                                             " tokens")));
     return;
   }
-  absl::MutexLock lock(&mu_);
-  if (draining_) {
-    done(absl::UnavailableError("the server is shutting down"));
-    return;
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else if (stats_.waiting + pending_submissions_ >= options_.max_queued_requests) {
+      // A Pin is a request like any other: it cannot skip the queue limit.
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("queue full: ", stats_.waiting + pending_submissions_,
+                       " requests waiting (limit ", options_.max_queued_requests, ")"));
+    } else {
+      const RequestId id = next_id_++;
+      ++active_requests_;
+      ++pending_submissions_;
+      inbox_.push_back(
+          [this, id, ns, deadline, tokens = std::move(tokens), done = std::move(done)]() mutable {
+            scheduler_->AddPin(
+                id, ns, std::move(tokens), absl::Now(), deadline,
+                [this, done = std::move(done)](absl::StatusOr<int> pinned, int computed) {
+                  if (!pinned.ok()) {
+                    done(pinned.status());
+                  } else {
+                    done(PinResult{*pinned, computed});
+                  }
+                  absl::MutexLock lock(&mu_);
+                  --active_requests_;
+                });
+            const int waiting = scheduler_->num_waiting();
+            absl::MutexLock lock(&mu_);
+            --pending_submissions_;
+            stats_.waiting = waiting;
+          });
+      return;
+    }
   }
-  const RequestId id = next_id_++;
-  ++active_requests_;
-  inbox_.push_back([this, id, ns, tokens = std::move(tokens), done = std::move(done)]() mutable {
-    scheduler_->AddPin(id, ns, std::move(tokens), absl::Now(),
-                       [this, done = std::move(done)](absl::StatusOr<int> pinned, int computed) {
-                         if (!pinned.ok()) {
-                           done(pinned.status());
-                         } else {
-                           done(PinResult{*pinned, computed});
-                         }
-                         absl::MutexLock lock(&mu_);
-                         --active_requests_;
-                       });
-  });
+  done(refused);
 }
 
 absl::StatusOr<PinResult> Engine::Pin(const CacheNamespace& ns, std::vector<TokenId> tokens) {

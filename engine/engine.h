@@ -85,10 +85,13 @@ class Engine {
   // Unknown or finished ids are ignored.
   void Cancel(RequestId id);
 
-  // Prefills `tokens` (what is not cached yet) and pins its full blocks. `done` runs on the
-  // engine's thread (or at once, on a validation error) and must not block.
+  // Prefills `tokens` (what is not cached yet) and pins its full blocks. It waits in the
+  // queue like a request: RESOURCE_EXHAUSTED when the queue is full, DEADLINE_EXCEEDED when
+  // `deadline` passes first. `done` runs on the engine's thread (or at once, on a
+  // validation error) and must not block.
   void PinAsync(const CacheNamespace& ns, std::vector<TokenId> tokens,
-                std::function<void(absl::StatusOr<PinResult>)> done);
+                std::function<void(absl::StatusOr<PinResult>)> done,
+                absl::Time deadline = absl::InfiniteFuture());
   // The same, waiting for the result.
   absl::StatusOr<PinResult> Pin(const CacheNamespace& ns, std::vector<TokenId> tokens);
   absl::StatusOr<int> Unpin(const CacheNamespace& ns, std::vector<TokenId> tokens);

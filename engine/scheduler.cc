@@ -82,7 +82,8 @@ void Scheduler::Add(RequestId id, GenerationRequest request, int max_new_tokens,
 }
 
 void Scheduler::AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tokens,
-                       absl::Time arrival, std::function<void(absl::StatusOr<int>, int)> done) {
+                       absl::Time arrival, absl::Time deadline,
+                       std::function<void(absl::StatusOr<int>, int)> done) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
   seq->ns = std::move(ns);
@@ -93,6 +94,7 @@ void Scheduler::AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tok
   seq->prefill_only = true;
   seq->on_pinned = std::move(done);
   seq->arrival = arrival;
+  seq->deadline = deadline;
   waiting_.push_back(seq.get());
   PREFIXD_CHECK(sequences_.emplace(id, std::move(seq)).second, "request id ", id, " reused");
 }

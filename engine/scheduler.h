@@ -87,6 +87,7 @@ class Scheduler {
   // them, then calls `done` with the pinned token count (or why not) and the number of
   // tokens it had to compute. Ends without sampling.
   void AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tokens, absl::Time arrival,
+              absl::Time deadline,
               std::function<void(absl::StatusOr<int> pinned, int computed)> done);
 
   // Ends a queued or running request at once with `status` (its blocks are freed before this

@@ -25,6 +25,9 @@ class CacheService final : public v1::Cache::CallbackService {
                                 v1::PinResponse* response) override;
   grpc::ServerUnaryReactor* Unpin(grpc::CallbackServerContext* ctx, const v1::UnpinRequest* request,
                                   v1::UnpinResponse* response) override;
+  grpc::ServerUnaryReactor* ListPins(grpc::CallbackServerContext* ctx,
+                                     const v1::ListPinsRequest* request,
+                                     v1::ListPinsResponse* response) override;
   grpc::ServerUnaryReactor* Flush(grpc::CallbackServerContext* ctx, const v1::FlushRequest* request,
                                   v1::FlushResponse* response) override;
   grpc::ServerWriteReactor<v1::CacheEvent>* WatchEvents(

@@ -31,6 +31,13 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
                                                                     ServerOptions options) {
   std::unique_ptr<PrefixdServer> s(
       new PrefixdServer(engine, std::move(tenants), std::move(options)));
+  {
+    // Pins may hold half the KV cache in all, a tenant an eighth unless its entry says.
+    const EngineStats stats = engine->Stats();
+    const int64_t capacity = stats.cache.blocks.total * stats.cache.block_size;
+    s->pins_ = std::make_unique<PinLedger>(capacity / 2, capacity / 8);
+    s->context_.pins = s->pins_.get();
+  }
   if (s->options_.request_log.level != "off") {
     absl::StatusOr<std::unique_ptr<RequestLog>> log = RequestLog::Create(s->options_.request_log);
     if (!log.ok()) return log.status();

@@ -74,6 +74,7 @@ class PrefixdServer {
   std::unique_ptr<ServingMetrics> metrics_;  // outlives everything that records into it
   std::unique_ptr<ReplyMemory> replies_;     // null when off
   std::unique_ptr<RequestLog> request_log_;  // null when off; outlives the servers
+  std::unique_ptr<PinLedger> pins_;
   ServiceContext context_;
   GenerationService generation_;
   CacheService cache_;

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
+#include "service/pin_ledger.h"
 #include "service/reply_memory.h"
 #include "service/request_log.h"
 #include "service/serving_metrics.h"
@@ -23,6 +24,7 @@ struct ServiceContext {
   ServingMetrics* metrics = nullptr;  // outlives the gRPC server; null: nothing recorded
   ReplyMemory* replies = nullptr;     // outlives the gRPC server; null: replies re-tokenized
   RequestLog* request_log = nullptr;  // outlives the gRPC server; null: no request log
+  PinLedger* pins = nullptr;          // outlives the gRPC server; null: pins are not owned
   std::atomic<bool> draining{false};
 
   // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.

@@ -64,7 +64,8 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
     if (!e.is_object()) return fail(where, " is not an object");
     for (auto it = e.begin(); it != e.end(); ++it) {
       if (it.key() != "name" && it.key() != "tokens" && it.key() != "shared_namespaces" &&
-          it.key() != "client_common_names" && it.key() != "admin") {
+          it.key() != "client_common_names" && it.key() != "admin" &&
+          it.key() != "max_pinned_tokens") {
         return fail(where, " has an unknown field \"", it.key(), "\"");
       }
     }
@@ -127,6 +128,14 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
       if (!e["admin"].is_boolean())
         return fail("tenant \"", t->name, "\": admin must be a boolean");
       t->admin = e["admin"].get<bool>();
+    }
+    if (e.contains("max_pinned_tokens")) {
+      const nlohmann::json& v = e["max_pinned_tokens"];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) {
+        return fail("tenant \"", t->name,
+                    "\": max_pinned_tokens must be an integer >= 0 (0: no pins)");
+      }
+      t->max_pinned_tokens = v.get<int64_t>();
     }
     dir.tenants_.push_back(std::move(t));
   }

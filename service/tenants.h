@@ -15,7 +15,7 @@
 // Tokens file (JSON):
 //   {"tenants": [
 //     {"name": "acme", "tokens": ["<secret>", ...], "client_common_names": ["acme-svc"],
-//      "shared_namespaces": ["public"], "admin": false}
+//      "shared_namespaces": ["public"], "admin": false, "max_pinned_tokens": 65536}
 //   ]}
 // Names: 1-64 of [A-Za-z0-9._-]. Tokens: at least 16 characters, unique across tenants.
 // Every tenant needs a token or a client common name. Admins may see every namespace's
@@ -39,6 +39,9 @@ struct Tenant {
   std::vector<std::string> shared_namespaces;
   std::vector<std::string> client_common_names;
   bool admin = false;
+  // Tokens this tenant may keep pinned at once, over all its namespaces; -1: the server's
+  // default (an eighth of the KV cache).
+  int64_t max_pinned_tokens = -1;
 };
 
 class TenantDirectory {

@@ -600,5 +600,135 @@ TEST(ServiceTest, OpenModeStaysOnThisMachineUnlessTheOperatorSaysOtherwise) {
             grpc::StatusCode::PERMISSION_DENIED);
 }
 
+// Pins as a hostile tenant would use them: quotas per tenant, nesting that costs nothing,
+// only one's own pins to undo, the admin's list, unpin-by-id and flush with drop_pins.
+TEST(ServiceTest, PinsHaveQuotasOwnersAndAnAdminWhoSeesThemAll) {
+  const std::string tokens = WriteTokensFile(R"({"tenants": [
+      {"name": "hog", "tokens": ["hog-token-0123456789ab"], "shared_namespaces": ["public"],
+       "max_pinned_tokens": 64},
+      {"name": "other", "tokens": ["other-token-0123456789a"], "shared_namespaces": ["public"]},
+      {"name": "root", "tokens": ["root-token-0123456789a"], "admin": true}]})");
+  auto server = ServerProcess::Start({"--tokens_file=" + tokens});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client hog((*server)->target(), "hog-token-0123456789ab");
+  Client other((*server)->target(), "other-token-0123456789a");
+  Client root((*server)->target(), "root-token-0123456789a");
+  auto pin = [](Client& c, const std::vector<int32_t>& prompt, const std::string& ns,
+                v1::PinResponse* out = nullptr) {
+    grpc::ClientContext ctx;
+    c.Prepare(ctx);
+    v1::PinRequest r;
+    for (int32_t t : prompt) r.mutable_token_ids()->add_ids(t);
+    r.set_shared_namespace(ns);
+    v1::PinResponse response;
+    grpc::Status s = c.cache().Pin(&ctx, r, &response);
+    if (out != nullptr) *out = response;
+    return s;
+  };
+  auto unpin = [](Client& c, const std::vector<int32_t>& prompt, const std::string& ns,
+                  uint64_t id = 0) {
+    grpc::ClientContext ctx;
+    c.Prepare(ctx);
+    v1::UnpinRequest r;
+    for (int32_t t : prompt) r.mutable_token_ids()->add_ids(t);
+    r.set_shared_namespace(ns);
+    r.set_pin_id(id);
+    v1::UnpinResponse response;
+    return c.cache().Unpin(&ctx, r, &response);
+  };
+  auto list = [&root]() {
+    grpc::ClientContext ctx;
+    root.Prepare(ctx);
+    v1::ListPinsResponse response;
+    EXPECT_TRUE(root.cache().ListPins(&ctx, v1::ListPinsRequest(), &response).ok());
+    return response;
+  };
+  const std::vector<int32_t> a = Tokens(30, 64), b = Tokens(31, 64), c = Tokens(32, 40);
+
+  v1::PinResponse first, again;
+  ASSERT_TRUE(pin(hog, a, "", &first).ok());
+  EXPECT_EQ(first.pinned_tokens(), 64);
+  ASSERT_TRUE(pin(hog, a, "", &again).ok());  // nests: no more quota
+  EXPECT_EQ(again.pin_id(), first.pin_id());
+  const grpc::Status over = pin(hog, b, "");
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(over.error_message(), HasSubstr("pin quota"));
+  // Others are not affected by hog's quota.
+  EXPECT_TRUE(pin(other, b, "").ok());
+  EXPECT_TRUE(pin(other, c, "public").ok());  // 32 tokens (two full blocks)
+  // hog may not undo other's pin in the namespace they share, nor other hog's.
+  EXPECT_EQ(unpin(hog, c, "public").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(unpin(other, a, "").error_code(), grpc::StatusCode::NOT_FOUND);
+  // The admin sees every pin, whose and how long, and may not be a pin's owner to undo it.
+  v1::ListPinsResponse pins = list();
+  ASSERT_EQ(pins.pins_size(), 3);
+  EXPECT_EQ(pins.pins(0).tenant(), "hog");
+  EXPECT_EQ(pins.pins(0).count(), 2);
+  EXPECT_EQ(pins.pins(0).tokens(), 64);
+  EXPECT_EQ(pins.pins(2).namespace_(), "shared:public");
+  EXPECT_EQ(pins.pinned_tokens(), 64 + 64 + 32);
+  EXPECT_EQ(unpin(hog, {}, "", pins.pins(0).pin_id()).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);  // ids are the admin's
+  EXPECT_TRUE(unpin(root, {}, "", pins.pins(0).pin_id()).ok());
+  EXPECT_EQ(list().pins_size(), 2);
+  EXPECT_TRUE(pin(hog, b, "").ok());  // its quota is free again
+  // Non-admins may not list.
+  {
+    grpc::ClientContext ctx;
+    hog.Prepare(ctx);
+    v1::ListPinsResponse response;
+    EXPECT_EQ(hog.cache().ListPins(&ctx, v1::ListPinsRequest(), &response).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Flush keeps pins unless the admin asks; with drop_pins nothing pinned is left.
+  grpc::ClientContext keep_ctx;
+  root.Prepare(keep_ctx);
+  v1::FlushResponse kept;
+  ASSERT_TRUE(root.cache().Flush(&keep_ctx, v1::FlushRequest(), &kept).ok());
+  EXPECT_EQ(root.Stats().blocks().pinned(), (64 + 64 + 32) / 16);
+  grpc::ClientContext drop_ctx;
+  root.Prepare(drop_ctx);
+  v1::FlushRequest drop;
+  drop.set_drop_pins(true);
+  v1::FlushResponse dropped;
+  ASSERT_TRUE(root.cache().Flush(&drop_ctx, drop, &dropped).ok());
+  EXPECT_EQ(dropped.unpinned(), 3);
+  EXPECT_EQ(list().pins_size(), 0);
+  EXPECT_EQ(root.Stats().blocks().pinned(), 0);
+  unlink(tokens.c_str());
+}
+
+// A Pin waits in the queue like any request: it cannot skip the queue limit.
+TEST(ServiceTest, PinsObeyTheQueueLimit) {
+  auto server = ServerProcess::Start(
+      {"--max_queued_requests=2", "--max_running_requests=1", "--kv_cache_tokens=262144"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->target());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, queue_full{0}, other{0};
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      v1::PinRequest r;
+      for (int32_t t : Tokens(40 + i, 1024)) r.mutable_token_ids()->add_ids(t);
+      v1::PinResponse response;
+      const grpc::Status s = client.cache().Pin(&ctx, r, &response);
+      if (s.ok()) {
+        ++ok;
+      } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+                 s.error_message().find("queue full") != std::string::npos) {
+        ++queue_full;
+      } else {
+        ++other;
+        ADD_FAILURE() << s.error_message();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_GE(ok.load(), 1);
+  EXPECT_GE(queue_full.load(), 1) << "12 concurrent Pins all fit a queue of 2";
+  EXPECT_EQ(other.load(), 0);
+}
+
 }  // namespace
 }  // namespace prefixd
