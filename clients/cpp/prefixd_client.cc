@@ -176,11 +176,22 @@ absl::StatusOr<v1::UnpinResponse> PrefixdClient::Unpin(const v1::UnpinRequest& r
   return response;
 }
 
-absl::StatusOr<v1::FlushResponse> PrefixdClient::Flush() const {
+absl::StatusOr<v1::FlushResponse> PrefixdClient::Flush(bool drop_pins) const {
   grpc::ClientContext context;
   PrepareContext(&context);
+  v1::FlushRequest request;
+  request.set_drop_pins(drop_pins);
   v1::FlushResponse response;
-  grpc::Status status = cache_->Flush(&context, v1::FlushRequest(), &response);
+  grpc::Status status = cache_->Flush(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::ListPinsResponse> PrefixdClient::ListPins() const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::ListPinsResponse response;
+  grpc::Status status = cache_->ListPins(&context, v1::ListPinsRequest(), &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }

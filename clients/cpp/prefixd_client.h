@@ -82,7 +82,8 @@ class PrefixdClient {
   absl::StatusOr<v1::CacheStats> GetStats() const;
   absl::StatusOr<v1::PinResponse> Pin(const v1::PinRequest& request) const;
   absl::StatusOr<v1::UnpinResponse> Unpin(const v1::UnpinRequest& request) const;
-  absl::StatusOr<v1::FlushResponse> Flush() const;
+  absl::StatusOr<v1::FlushResponse> Flush(bool drop_pins = false) const;
+  absl::StatusOr<v1::ListPinsResponse> ListPins() const;
 
   // grpc.health.v1.Health/Check. `service` empty: the server as a whole.
   absl::StatusOr<ServingStatus> CheckHealth(const std::string& service = "") const;

@@ -128,11 +128,12 @@ int RunPin(const CommandContext& ctx, const v1::PinRequest& request) {
   if (!pinned.ok()) return ReportError(ctx, pinned.status());
   if (ctx.json) {
     PrintJsonLine(ctx, {{"pinned_tokens", pinned->pinned_tokens()},
-                        {"computed_tokens", pinned->computed_tokens()}});
+                        {"computed_tokens", pinned->computed_tokens()},
+                        {"pin_id", pinned->pin_id()}});
   } else {
     ctx.out << "pinned " << pinned->pinned_tokens() << " tokens (" << pinned->computed_tokens()
             << " computed now, " << pinned->pinned_tokens() - pinned->computed_tokens()
-            << " were cached)\n"
+            << " were cached), pin " << pinned->pin_id() << "\n"
             << std::flush;
   }
   return kExitOk;
@@ -149,13 +150,36 @@ int RunUnpin(const CommandContext& ctx, const v1::UnpinRequest& request) {
   return kExitOk;
 }
 
-int RunFlush(const CommandContext& ctx) {
-  absl::StatusOr<v1::FlushResponse> flushed = ctx.client.Flush();
+int RunFlush(const CommandContext& ctx, bool drop_pins) {
+  absl::StatusOr<v1::FlushResponse> flushed = ctx.client.Flush(drop_pins);
   if (!flushed.ok()) return ReportError(ctx, flushed.status());
   if (ctx.json) {
-    PrintJsonLine(ctx, {{"freed_blocks", flushed->freed_blocks()}});
+    PrintJsonLine(ctx,
+                  {{"freed_blocks", flushed->freed_blocks()}, {"unpinned", flushed->unpinned()}});
   } else {
-    ctx.out << "freed " << flushed->freed_blocks() << " blocks\n" << std::flush;
+    ctx.out << "freed " << flushed->freed_blocks() << " blocks";
+    if (drop_pins) ctx.out << " (" << flushed->unpinned() << " pins undone first)";
+    ctx.out << "\n" << std::flush;
+  }
+  return kExitOk;
+}
+
+int RunPins(const CommandContext& ctx) {
+  absl::StatusOr<v1::ListPinsResponse> pins = ctx.client.ListPins();
+  if (!pins.ok()) return ReportError(ctx, pins.status());
+  if (ctx.json) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const v1::PinInfo& p : pins->pins()) {
+      list.push_back({{"pin_id", p.pin_id()},
+                      {"tenant", p.tenant()},
+                      {"namespace", p.namespace_()},
+                      {"tokens", p.tokens()},
+                      {"count", p.count()},
+                      {"age_seconds", p.age_seconds()}});
+    }
+    PrintJsonLine(ctx, {{"pins", list}, {"pinned_tokens", pins->pinned_tokens()}});
+  } else {
+    ctx.out << FormatPins(*pins) << std::flush;
   }
   return kExitOk;
 }

@@ -38,7 +38,9 @@ int RunDetokenize(const CommandContext& ctx, const v1::DetokenizeRequest& reques
 int RunStats(const CommandContext& ctx);
 int RunPin(const CommandContext& ctx, const v1::PinRequest& request);
 int RunUnpin(const CommandContext& ctx, const v1::UnpinRequest& request);
-int RunFlush(const CommandContext& ctx);
+int RunFlush(const CommandContext& ctx, bool drop_pins);
+// Every pin (admins): id, tenant, namespace, length, nesting, age.
+int RunPins(const CommandContext& ctx);
 // Exit 0 when SERVING, 3 otherwise.
 int RunHealth(const CommandContext& ctx, const std::string& service);
 // Prints events until Ctrl-C (exit 0) or the server ends the stream.

@@ -53,6 +53,8 @@ ABSL_FLAG(int, top_logprobs, 0, "also return this many alternatives per token (0
 ABSL_FLAG(std::string, request_id, "", "request id echoed by the server");
 // health.
 ABSL_FLAG(std::string, service, "", "service name to check (default: the whole server)");
+ABSL_FLAG(uint64_t, pin_id, 0, "unpin: an admin's unpin of any pin by its id (see pins)");
+ABSL_FLAG(bool, drop_pins, false, "flush: undo every pin first (admins)");
 
 namespace prefixd::ctl {
 namespace {
@@ -89,8 +91,11 @@ Subcommands:
   pin PROMPT...        Prefill the prompt's prefix if needed and keep its full blocks from
                        eviction; prints the pinned tokens and how many were computed now.
                        Pins nest: pinning twice needs two unpins.
-  unpin PROMPT...      Release one pin of the prefix; prints the unpinned tokens.
-  flush                Drop every cached block that no request uses and no pin holds.
+  unpin PROMPT...      Release one of your pins of the prefix; prints the unpinned tokens.
+                       Admins: unpin --pin_id=N undoes anyone's pin N.
+  pins                 Admins: every pin (id, tenant, namespace, tokens, nesting, age).
+  flush                Drop every cached block that no request uses and no pin holds
+                       (--drop_pins: undo every pin first; admins).
   health               grpc.health.v1 check; prints SERVING (exit 0) or another status
                        (exit 3).
   watch                Print block stored/removed events as they happen (first a snapshot of
@@ -198,8 +203,9 @@ const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& Subcom
         "add_generation_prompt"}},
       {"unpin",
        {"prompt", "token_ids", "shared_namespace", "chat", "system", "system_file", "messages_file",
-        "add_generation_prompt"}},
-      {"flush", {}},
+        "add_generation_prompt", "pin_id"}},
+      {"pins", {}},
+      {"flush", {"drop_pins"}},
       {"health", {"service"}},
       {"watch", {}},
   };
@@ -300,7 +306,7 @@ int Main(int argc, char** argv) {
   }
   if (command_line->positional.empty()) {
     return UsageError(
-        "no subcommand (generate, chat, tokenize, detokenize, stats, pin, unpin, flush, "
+        "no subcommand (generate, chat, tokenize, detokenize, stats, pin, unpin, pins, flush, "
         "health, watch); see prefixctl --help");
   }
   const std::string& name = command_line->positional[0];
@@ -343,7 +349,13 @@ int Main(int argc, char** argv) {
                            .out_is_terminal = isatty(STDOUT_FILENO) == 1};
 
   if (name == "stats") return RunStats(ctx);
-  if (name == "flush") return RunFlush(ctx);
+  if (name == "flush") return RunFlush(ctx, absl::GetFlag(FLAGS_drop_pins));
+  if (name == "pins") return RunPins(ctx);
+  if (name == "unpin" && absl::GetFlag(FLAGS_pin_id) != 0) {
+    v1::UnpinRequest request;
+    request.set_pin_id(absl::GetFlag(FLAGS_pin_id));
+    return RunUnpin(ctx, request);
+  }
   if (name == "health") return RunHealth(ctx, absl::GetFlag(FLAGS_service));
   if (name == "watch") return RunWatch(ctx);
   if (name == "detokenize") {

@@ -63,6 +63,18 @@ std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs) {
   return out;
 }
 
+std::string FormatPins(const v1::ListPinsResponse& pins) {
+  if (pins.pins_size() == 0) return "no pins\n";
+  std::string out = absl::StrFormat("%-8s %-16s %-24s %10s %6s %10s\n", "pin", "tenant",
+                                    "namespace", "tokens", "count", "age");
+  for (const v1::PinInfo& p : pins.pins()) {
+    absl::StrAppendFormat(&out, "%-8d %-16s %-24s %10d %6d %9.0fs\n", p.pin_id(), p.tenant(),
+                          NamespaceName(p.namespace_()), p.tokens(), p.count(), p.age_seconds());
+  }
+  absl::StrAppendFormat(&out, "%d tokens pinned in all\n", pins.pinned_tokens());
+  return out;
+}
+
 std::string FormatStats(const v1::CacheStats& s) {
   const v1::BlockCounts& b = s.blocks();
   std::string out =

@@ -31,6 +31,8 @@ std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs);
 
 // Hit rate, blocks by state, counters, then a table of namespaces.
 std::string FormatStats(const v1::CacheStats& stats);
+// ListPins as a table, oldest first.
+std::string FormatPins(const v1::ListPinsResponse& pins);
 
 // One line per event, e.g. "#12 stored 3 blocks in default (parent 1f2e…, keys 9a0b… …)".
 std::string FormatEvent(const v1::CacheEvent& event);

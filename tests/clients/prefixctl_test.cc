@@ -169,6 +169,29 @@ TEST_F(PrefixctlLiveTest, PinAndUnpinReportTokens) {
     ASSERT_EQ(unpin.exit_code, 0) << unpin.err;
     EXPECT_EQ(nlohmann::json::parse(unpin.out)["unpinned_tokens"], p["pinned_tokens"]);
   }
+  // Not pinned any more: unpinning again is NOT_FOUND (exit 1), not a silent no-op.
+  EXPECT_EQ(Run({"unpin", prefix}).exit_code, 1);
+}
+
+// The admin's view of pins (open mode from loopback is an admin): list, unpin by id, and a
+// flush that drops pins.
+TEST_F(PrefixctlLiveTest, PinsAreListedAndAnAdminUnpinsByIdOrFlushesThem) {
+  const ProcessResult first = Run({"--json", "pin", "--prompt=" + std::string(100, 'y')});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_EQ(Run({"pin", "--prompt=" + std::string(100, 'z')}).exit_code, 0);
+  const ProcessResult listed = Run({"pins"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_THAT(listed.out, HasSubstr("tenant"));
+  const nlohmann::json pins = nlohmann::json::parse(Run({"--json", "pins"}).out);
+  ASSERT_EQ(pins["pins"].size(), 2u) << pins.dump();
+  const uint64_t id = nlohmann::json::parse(first.out)["pin_id"].get<uint64_t>();
+  EXPECT_EQ(pins["pins"][0]["pin_id"].get<uint64_t>(), id);
+  ASSERT_EQ(Run({"unpin", "--pin_id=" + std::to_string(id)}).exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(Run({"--json", "pins"}).out)["pins"].size(), 1u);
+  const ProcessResult flushed = Run({"--json", "flush", "--drop_pins"});
+  ASSERT_EQ(flushed.exit_code, 0) << flushed.err;
+  EXPECT_EQ(nlohmann::json::parse(flushed.out)["unpinned"], 1);
+  EXPECT_THAT(Run({"pins"}).out, HasSubstr("no pins"));
 }
 
 TEST_F(PrefixctlLiveTest, PromptFromStandardInputAndTokenIds) {
