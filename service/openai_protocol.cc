@@ -54,7 +54,7 @@ absl::StatusOr<Json> ParseBody(std::string_view body) {
   Json j;
   try {
     j = Json::parse(body);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse errors, and numbers out of range (406)
     std::string what = e.what();
     if (const size_t at = what.find("] "); at != std::string::npos) what = what.substr(at + 2);
     return BadParam("", absl::StrCat("the request body is not valid JSON: ", what));

@@ -268,6 +268,7 @@ def test_http10_stream(server):
 def test_errors(server):
     expect_error(server, 400, "{not json", what="bad JSON")
     expect_error(server, 400, "[1, 2]", what="JSON that is not an object")
+    expect_error(server, 400, '{"messages": [], "seed": 1e999999}', what="a number past double")
     expect_error(server, 400, chat_body("x", max_tokens="ten"), param="max_tokens",
                  what="wrong type")
     expect_error(server, 400, {"model": "", "messages": "hello"}, param="messages",

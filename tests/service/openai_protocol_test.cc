@@ -115,6 +115,11 @@ TEST(OpenAiRequestTest, ErrorsNameTheField) {
 }
 
 TEST(OpenAiRequestTest, MalformedBodies) {
+  // A number too large for a double is a 400 too, not an exception out of the parser (found
+  // by the fuzzer).
+  const absl::Status overflow = ChatError(R"({"messages": [], "seed": 8888888848888888e8888})");
+  EXPECT_EQ(overflow.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(overflow.message()), HasSubstr("number overflow"));
   EXPECT_THAT(std::string(ChatError("").message()), HasSubstr("body is empty"));
   EXPECT_THAT(std::string(ChatError("{\"messages\": [").message()), HasSubstr("not valid JSON"));
   EXPECT_THAT(std::string(ChatError("[1, 2]").message()), HasSubstr("must be a JSON object"));
