@@ -48,6 +48,18 @@ class TlsTest : public ::testing::Test {
     return {"--tls_cert_file=" + File("server.pem"), "--tls_key_file=" + File("server.key")};
   }
 
+  // Mutual TLS with two tenants: acme known by its certificate's common name, bob by token.
+  static std::vector<std::string> MutualTlsArgs() {
+    const std::string tokens = File("tokens.json");
+    std::ofstream(tokens) << R"({"tenants": [
+        {"name": "acme", "client_common_names": ["acme-service"]},
+        {"name": "bob", "tokens": ["bob-token-0123456789ab"]}]})";
+    std::vector<std::string> args = TlsArgs();
+    args.push_back("--tls_client_ca_file=" + File("ca.pem"));
+    args.push_back("--tokens_file=" + tokens);
+    return args;
+  }
+
   // A client of `server`; `cert` names a client certificate ("acme", ...) or none.
   static ClientOptions Client(const ServerProcess& server, const std::string& cert,
                               const std::string& token = "") {
@@ -100,14 +112,7 @@ TEST_F(TlsTest, ATlsPortServesTlsClientsAndRefusesPlaintext) {
 }
 
 TEST_F(TlsTest, MutualTlsTakesTheTenantFromTheClientCertificate) {
-  const std::string tokens = File("tokens.json");
-  std::ofstream(tokens) << R"({"tenants": [
-      {"name": "acme", "client_common_names": ["acme-service"]},
-      {"name": "bob", "tokens": ["bob-token-0123456789ab"]}]})";
-  std::vector<std::string> args = TlsArgs();
-  args.push_back("--tls_client_ca_file=" + File("ca.pem"));
-  args.push_back("--tokens_file=" + tokens);
-  auto server = ServerProcess::Start(args);
+  auto server = ServerProcess::Start(MutualTlsArgs());
   ASSERT_TRUE(server.ok()) << server.status();
 
   // acme is known by its certificate alone; its namespace caches its prompts.
@@ -205,14 +210,7 @@ TEST_F(TlsTest, TheOpenAiPortIsTlsWhenGrpcIsAndRefusesPlaintext) {
 }
 
 TEST_F(TlsTest, MutualTlsOnTheOpenAiPortTakesTheTenantFromTheCertificate) {
-  const std::string tokens = File("tokens-openai.json");
-  std::ofstream(tokens) << R"({"tenants": [
-      {"name": "acme", "client_common_names": ["acme-service"]},
-      {"name": "bob", "tokens": ["bob-token-0123456789ab"]}]})";
-  std::vector<std::string> args = TlsArgs();
-  args.push_back("--tls_client_ca_file=" + File("ca.pem"));
-  args.push_back("--tokens_file=" + tokens);
-  auto server = ServerProcess::Start(args);
+  auto server = ServerProcess::Start(MutualTlsArgs());
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string url = (*server)->openai_url();
   const std::string ca = File("ca.pem");
