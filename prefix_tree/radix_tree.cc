@@ -39,6 +39,7 @@ struct RadixNode {
   bool in_lru = false;
   int64_t hits = 0;    // Matches that used every block of this edge (and so its whole path)
   absl::Time created;  // when the edge's first block was cached
+  absl::Time last_hit = absl::InfinitePast();  // the latest of those Matches
 
   int num_blocks() const { return static_cast<int>(blocks.size()); }
   bool held() const { return ref_count > 0 || pin_count > 0; }
@@ -173,6 +174,7 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   head->id = next_node_id_++;
   head->hits = node->hits;  // every match that used all of `node` used its head
   head->created = node->created;
+  head->last_hit = node->last_hit;
 
   Account(node, -1);
   node->keys.erase(node->keys.begin(), node->keys.begin() + keep_blocks);
@@ -233,7 +235,11 @@ PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId>
 void RadixTree::CountLookup(const CacheNamespace& ns, const PrefixMatch& match,
                             int64_t query_tokens) {
   NamespaceState& state = GetOrCreateNamespace(ns);
-  for (Node* n = match.node_; n != nullptr && n->parent != nullptr; n = n->parent) ++n->hits;
+  const absl::Time now = clock_fn_();
+  for (Node* n = match.node_; n != nullptr && n->parent != nullptr; n = n->parent) {
+    ++n->hits;
+    n->last_hit = now;
+  }
   state.query_tokens += query_tokens;
   state.hit_tokens += match.num_tokens();
 }
@@ -475,7 +481,8 @@ std::vector<HotPrefix> RadixTree::HotPrefixes(int k) const {
   while (!best.empty()) {
     const Ranked r = best.top();
     best.pop();
-    out.push_back({r.node->ns->name, r.tokens, r.hits, r.node->created, r.node->pin_count > 0});
+    out.push_back({r.node->ns->name, r.tokens, r.hits, r.node->created, r.node->last_hit,
+                   r.node->pin_count > 0});
   }
   std::reverse(out.begin(), out.end());
   return out;

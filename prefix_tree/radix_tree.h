@@ -105,6 +105,7 @@ struct HotPrefix {
   int64_t tokens = 0;   // prefix length: every block from the start to the end of its edge
   int64_t hits = 0;     // Match() calls that used the whole prefix
   absl::Time created;   // when the first block of its last edge was cached
+  absl::Time last_hit;  // the latest Match that used the whole prefix
   bool pinned = false;  // kept from eviction by a Pin
 };
 

@@ -20,9 +20,9 @@ std::optional<double> Ratio(int64_t part, int64_t whole) {
   return static_cast<double>(part) / static_cast<double>(whole);
 }
 
-int64_t FinishedRequests(const SchedulerCounters& c) {
-  return c.finished_stop + c.finished_length + c.finished_cancelled + c.failed;
-}
+// Requests that ran to their end (a stop or their length): what "done" means on the page.
+// Cancelled and failed ones are counted apart.
+int64_t FinishedRequests(const SchedulerCounters& c) { return c.finished_stop + c.finished_length; }
 
 }  // namespace
 
@@ -159,6 +159,7 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
   const int64_t finished = FinishedRequests(c);
   Json totals = {
       {"requests", finished},
+      {"cancelled_or_failed", c.finished_cancelled + c.failed},
       {"query_tokens", stats.cache.tree.query_tokens},
       {"hit_tokens", stats.cache.tree.hit_tokens},
       {"hit_rate", OrNull(Ratio(stats.cache.tree.hit_tokens, stats.cache.tree.query_tokens))},
@@ -230,6 +231,7 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
                         {"tokens", p.tokens},
                         {"hits", p.hits},
                         {"age_s", std::max(0.0, absl::ToDoubleSeconds(now - p.created))},
+                        {"last_hit_s", std::max(0.0, absl::ToDoubleSeconds(now - p.last_hit))},
                         {"pinned", p.pinned}});
   }
 

@@ -69,6 +69,8 @@ TEST_F(HotPrefixesTest, ASharedSystemPromptIsTheHottestPrefix) {
   // The system prompt was cached by the first request, before the split that made it an
   // edge of its own.
   EXPECT_EQ(hot[0].created, absl::FromUnixSeconds(1000));
+  // Its age for the dashboard counts from its last hit, 30 s later.
+  EXPECT_EQ(hot[0].last_hit, absl::FromUnixSeconds(1030));
   EXPECT_FALSE(hot[0].pinned);
 }
 

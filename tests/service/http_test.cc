@@ -216,6 +216,10 @@ TEST(HttpTest, DashboardDataFollowsTrafficAndNeverCarriesThePrompt) {
   })) << j.dump(2);
   EXPECT_TRUE(j["totals"]["traffic"].get<bool>());
   EXPECT_EQ(j["totals"]["requests"], 3);
+  EXPECT_EQ(j["totals"]["cancelled_or_failed"], 0);
+  // A hot prefix's age on the page counts from its last hit.
+  EXPECT_LE(j["hot_prefixes"][0]["last_hit_s"].get<double>(),
+            j["hot_prefixes"][0]["age_s"].get<double>());
   EXPECT_GT(j["series"]["hit_rate"].back().get<double>(), 0);
   ASSERT_EQ(j["tenants"].size(), 1u);
   EXPECT_EQ(j["tenants"][0]["name"], "default");
