@@ -50,8 +50,8 @@ struct RequestUsage {
   int cached_tokens = 0;  // prompt tokens served from the prefix cache at first admission
   int completion_tokens = 0;
   int preemptions = 0;
-  bool admitted = false;  // scheduled at least once (a request cancelled in the queue was not)
-  absl::Duration queue_time;           // arrival to first scheduled step
+  bool admitted = false;      // scheduled at least once (a request cancelled in the queue was not)
+  absl::Duration queue_time;  // arrival to first scheduled step
   absl::Duration time_to_first_token;  // arrival to first generated token
   absl::Duration total_time;           // arrival to the terminal update
 };

@@ -1,6 +1,4 @@
 // OpenAI request bodies → prefixd requests, and engine updates → OpenAI's JSON and SSE.
-#include "service/openai_response.h"
-
 #include <string>
 #include <vector>
 
@@ -9,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "service/openai_response.h"
 
 namespace prefixd {
 namespace {
