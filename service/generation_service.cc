@@ -87,6 +87,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     submission.request = *std::move(r);
     submission.protocol = "grpc";
     submission.tenant = std::move(tenant_name);
+    submission.tenant_max_requests = (*tenant)->max_requests;
     if (request.has_chat()) {
       submission.prompt_text = chat_text;
       submission.chat_text = std::move(chat_text);

@@ -257,6 +257,7 @@ void OpenAiServer::Complete(OpenAiEndpoint endpoint, const Tenant& caller,
   submission.request = *std::move(r);
   submission.protocol = "openai";
   submission.tenant = tenant->name;
+  submission.tenant_max_requests = tenant->max_requests;
   if (parsed->generate.has_chat()) {
     submission.prompt_text = chat_text;
     submission.chat_text = std::move(chat_text);

@@ -20,6 +20,7 @@ PrefixdServer::PrefixdServer(Engine* engine, TenantDirectory tenants, ServerOpti
   context_.engine = engine;
   context_.tenants = &tenants_;
   context_.metrics = metrics_.get();
+  context_.in_flight = &in_flight_;
   if (options_.reply_memory_bytes > 0) {
     replies_ = std::make_unique<ReplyMemory>(options_.reply_memory_bytes);
     context_.replies = replies_.get();

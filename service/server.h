@@ -16,6 +16,7 @@
 #include "service/request_log.h"
 #include "service/service_context.h"
 #include "service/serving_metrics.h"
+#include "service/submission.h"
 #include "service/tenants.h"
 #include "service/tls.h"
 
@@ -75,6 +76,7 @@ class PrefixdServer {
   std::unique_ptr<ReplyMemory> replies_;     // null when off
   std::unique_ptr<RequestLog> request_log_;  // null when off; outlives the servers
   std::unique_ptr<PinLedger> pins_;
+  InFlightRequests in_flight_;
   ServiceContext context_;
   GenerationService generation_;
   CacheService cache_;

@@ -18,13 +18,16 @@
 
 namespace prefixd {
 
+class InFlightRequests;  // service/submission.h
+
 struct ServiceContext {
   Engine* engine = nullptr;  // outlives the gRPC server
   const TenantDirectory* tenants = nullptr;
-  ServingMetrics* metrics = nullptr;  // outlives the gRPC server; null: nothing recorded
-  ReplyMemory* replies = nullptr;     // outlives the gRPC server; null: replies re-tokenized
-  RequestLog* request_log = nullptr;  // outlives the gRPC server; null: no request log
-  PinLedger* pins = nullptr;          // outlives the gRPC server; null: pins are not owned
+  ServingMetrics* metrics = nullptr;      // outlives the gRPC server; null: nothing recorded
+  ReplyMemory* replies = nullptr;         // outlives the gRPC server; null: replies re-tokenized
+  RequestLog* request_log = nullptr;      // outlives the gRPC server; null: no request log
+  PinLedger* pins = nullptr;              // outlives the gRPC server; null: pins are not owned
+  InFlightRequests* in_flight = nullptr;  // outlives the gRPC server; null: no tenant quota
   std::atomic<bool> draining{false};
 
   // The caller's tenant. UNAVAILABLE while draining, UNAUTHENTICATED without a valid token.

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/request_log.h"
 
@@ -53,6 +54,26 @@ std::vector<TokenId> StopIds(const Engine& engine, const SamplingParams& samplin
 
 }  // namespace
 
+bool InFlightRequests::TryAcquire(const std::string& tenant, int limit) {
+  absl::MutexLock lock(&mu_);
+  int& n = counts_[tenant];
+  if (limit >= 0 && n >= limit) return false;
+  ++n;
+  return true;
+}
+
+void InFlightRequests::Release(const std::string& tenant) {
+  absl::MutexLock lock(&mu_);
+  auto it = counts_.find(tenant);
+  if (it != counts_.end() && --it->second <= 0) counts_.erase(it);
+}
+
+int InFlightRequests::count(const std::string& tenant) const {
+  absl::MutexLock lock(&mu_);
+  auto it = counts_.find(tenant);
+  return it == counts_.end() ? 0 : it->second;
+}
+
 void RecordRefused(const ServiceContext& service, std::string_view protocol,
                    std::string_view request_id, std::string_view tenant,
                    const absl::Status& status) {
@@ -66,6 +87,14 @@ absl::StatusOr<RequestId> SubmitObserved(const ServiceContext& service, Submissi
                                          UpdateCallback deliver) {
   GenerationRequest& r = submission.request;
   const std::string tenant = submission.tenant;
+  InFlightRequests* in_flight = service.in_flight;
+  if (in_flight != nullptr && !in_flight->TryAcquire(tenant, submission.tenant_max_requests)) {
+    const absl::Status status = absl::ResourceExhaustedError(
+        absl::StrCat("tenant \"", tenant, "\" has ", submission.tenant_max_requests,
+                     " requests queued or running, its max_requests; wait for one to end"));
+    RecordRefused(service, submission.protocol, r.request_id, tenant, status);
+    return status;
+  }
   const std::string ns = r.ns.DisplayName();
   // The observers follow the request in the callback: the updates arrive in order on the
   // engine's thread, so they need no lock of their own.
@@ -82,17 +111,21 @@ absl::StatusOr<RequestId> SubmitObserved(const ServiceContext& service, Submissi
   const std::string request_id = r.request_id;
   const std::string protocol = submission.protocol;
   auto on_update = [recorder, reply = std::move(reply), log, protocol, request_id, tenant, ns,
-                    log_text = std::move(log_text),
+                    in_flight, log_text = std::move(log_text),
                     deliver = std::move(deliver)](GenerationUpdate&& update) mutable {
     if (recorder) recorder->OnUpdate(update, absl::Now());
     if (reply) reply->OnUpdate(update);
-    if (update.finished && log != nullptr) {
-      log->RecordFinished(protocol, request_id, tenant, ns, update, log_text);
+    if (update.finished) {
+      if (log != nullptr) log->RecordFinished(protocol, request_id, tenant, ns, update, log_text);
+      if (in_flight != nullptr) in_flight->Release(tenant);
     }
     deliver(std::move(update));
   };
   absl::StatusOr<RequestId> id = service.engine->Submit(std::move(r), std::move(on_update));
-  if (!id.ok()) RecordRefused(service, protocol, request_id, tenant, id.status());
+  if (!id.ok()) {
+    if (in_flight != nullptr) in_flight->Release(tenant);
+    RecordRefused(service, protocol, request_id, tenant, id.status());
+  }
   return id;
 }
 

@@ -7,16 +7,34 @@
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
 #include "service/service_context.h"
 
 namespace prefixd {
 
+// Requests each tenant has in the engine (queued or running), for its max_requests quota.
+// Thread-safe.
+class InFlightRequests {
+ public:
+  // Counts one more for `tenant` unless it has `limit` already (limit < 0: no limit).
+  bool TryAcquire(const std::string& tenant, int limit);
+  void Release(const std::string& tenant);
+  int count(const std::string& tenant) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> counts_ ABSL_GUARDED_BY(mu_);
+};
+
 struct Submission {
-  GenerationRequest request;  // namespace, prompt, sampling and deadline decided
-  std::string protocol;       // "grpc" or "openai", for the request log
-  std::string tenant;         // the caller's tenant, for the request log
+  GenerationRequest request;     // namespace, prompt, sampling and deadline decided
+  std::string protocol;          // "grpc" or "openai", for the request log
+  std::string tenant;            // the caller's tenant, for the request log and its quota
+  int tenant_max_requests = -1;  // the tenant's max_requests (-1: none)
   // The rendered text of a chat prompt: its reply is remembered under it (reply memory).
   std::optional<std::string> chat_text;
   // The prompt as text, for the request log with --log_prompts (empty for token ids).

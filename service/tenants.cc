@@ -65,7 +65,7 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
     for (auto it = e.begin(); it != e.end(); ++it) {
       if (it.key() != "name" && it.key() != "tokens" && it.key() != "shared_namespaces" &&
           it.key() != "client_common_names" && it.key() != "admin" &&
-          it.key() != "max_pinned_tokens") {
+          it.key() != "max_pinned_tokens" && it.key() != "max_requests") {
         return fail(where, " has an unknown field \"", it.key(), "\"");
       }
     }
@@ -136,6 +136,13 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
                     "\": max_pinned_tokens must be an integer >= 0 (0: no pins)");
       }
       t->max_pinned_tokens = v.get<int64_t>();
+    }
+    if (e.contains("max_requests")) {
+      const nlohmann::json& v = e["max_requests"];
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > (1 << 30)) {
+        return fail("tenant \"", t->name, "\": max_requests must be an integer >= 1");
+      }
+      t->max_requests = static_cast<int>(v.get<int64_t>());
     }
     dir.tenants_.push_back(std::move(t));
   }

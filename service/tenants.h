@@ -15,7 +15,8 @@
 // Tokens file (JSON):
 //   {"tenants": [
 //     {"name": "acme", "tokens": ["<secret>", ...], "client_common_names": ["acme-svc"],
-//      "shared_namespaces": ["public"], "admin": false, "max_pinned_tokens": 65536}
+//      "shared_namespaces": ["public"], "admin": false, "max_pinned_tokens": 65536,
+//      "max_requests": 64}
 //   ]}
 // Names: 1-64 of [A-Za-z0-9._-]. Tokens: at least 16 characters, unique across tenants.
 // Every tenant needs a token or a client common name. Admins may see every namespace's
@@ -42,6 +43,9 @@ struct Tenant {
   // Tokens this tenant may keep pinned at once, over all its namespaces; -1: the server's
   // default (an eighth of the KV cache).
   int64_t max_pinned_tokens = -1;
+  // Generate calls (and completions) this tenant may have queued or running at once; more
+  // get RESOURCE_EXHAUSTED, and no one else notices. -1: only the server's queue limit.
+  int max_requests = -1;
 };
 
 class TenantDirectory {

@@ -730,5 +730,48 @@ TEST(ServiceTest, PinsObeyTheQueueLimit) {
   EXPECT_EQ(other.load(), 0);
 }
 
+// A tenant over its max_requests gets RESOURCE_EXHAUSTED alone: another tenant's request
+// at the same moment is served.
+TEST(ServiceTest, ATenantOverItsRequestQuotaIsRefusedAlone) {
+  const std::string tokens = WriteTokensFile(R"({"tenants": [
+      {"name": "greedy", "tokens": ["greedy-token-0123456789"], "max_requests": 2},
+      {"name": "calm", "tokens": ["calm-token-0123456789ab"]}]})");
+  auto server = ServerProcess::Start({"--tokens_file=" + tokens});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client greedy((*server)->target(), "greedy-token-0123456789");
+  Client calm((*server)->target(), "calm-token-0123456789ab");
+  // Two long requests hold greedy's quota while the rest are tried.
+  std::vector<std::thread> holders;
+  std::atomic<int> held{0};
+  for (int i = 0; i < 2; ++i) {
+    holders.emplace_back([&, i] {
+      greedy.Generate(Request(Tokens(50 + i, 20), 3000), absl::Seconds(120),
+                      [&](grpc::ClientContext& ctx) {
+                        ++held;
+                        while (held.load() < 100) absl::SleepFor(absl::Milliseconds(5));
+                        ctx.TryCancel();
+                      });
+    });
+  }
+  while (held.load() < 2) absl::SleepFor(absl::Milliseconds(5));
+  const Result over = greedy.Generate(Request(Tokens(60, 20), 2));
+  EXPECT_EQ(over.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(over.status.error_message(), HasSubstr("max_requests"));
+  const Result other = calm.Generate(Request(Tokens(61, 20), 2));
+  EXPECT_TRUE(other.status.ok()) << other.status.error_message();
+  held = 100;  // let the holders go
+  for (std::thread& t : holders) t.join();
+  // The quota is free again once the engine has ended them (their cancels are applied
+  // asynchronously).
+  Result after;
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  do {
+    after = greedy.Generate(Request(Tokens(62, 20), 2));
+  } while (after.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+           absl::Now() < give_up && (absl::SleepFor(absl::Milliseconds(10)), true));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  unlink(tokens.c_str());
+}
+
 }  // namespace
 }  // namespace prefixd
