@@ -44,12 +44,6 @@ absl::StatusOr<Prefix> ResolvePrefix(const ServiceContext& service, const Tenant
   return Prefix{&tenant, *std::move(ns), *std::move(tokens)};
 }
 
-absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
-  const auto deadline = ctx.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
-
 // Streams cache events to one watcher: a snapshot, SnapshotDone, then live events.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::CacheEvent> {
  public:
@@ -149,7 +143,7 @@ grpc::ServerUnaryReactor* CacheService::Pin(grpc::CallbackServerContext* ctx,
         }
         reactor->Finish(ToGrpcStatus(result.status()));
       },
-      DeadlineOf(*ctx));
+      ServiceContext::Deadline(*ctx));
   return reactor;
 }
 

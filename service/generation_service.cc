@@ -15,13 +15,6 @@
 
 namespace prefixd {
 namespace {
-
-absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
-  const auto deadline = ctx.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
-
 // One Generate call: submits the request, streams the engine's updates back, and cancels
 // the request in the engine when the client goes away.
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
@@ -81,7 +74,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
         request, EncoderOf(*service_.engine, service_.replies, &*ns), &chat_text);
     if (!r.ok()) return refuse(r.status());
     r->ns = *std::move(ns);
-    r->deadline = DeadlineOf(ctx);
+    r->deadline = ServiceContext::Deadline(ctx);
     r->request_id = request_id;
     Submission submission;
     submission.request = *std::move(r);

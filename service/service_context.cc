@@ -1,5 +1,6 @@
 #include "service/service_context.h"
 
+#include <chrono>
 #include <optional>
 
 #include "grpc/grpc_security_constants.h"
@@ -32,6 +33,12 @@ absl::StatusOr<CacheNamespace> ServiceContext::Namespace(
   absl::StatusOr<std::string> key = TenantDirectory::NamespaceFor(tenant, shared_namespace);
   if (!key.ok()) return key.status();
   return CacheNamespace{*std::move(key), engine->model_id(), ""};
+}
+
+absl::Time ServiceContext::Deadline(const grpc::CallbackServerContext& ctx) {
+  const auto deadline = ctx.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
 }
 
 std::vector<std::string> ServiceContext::VisibleNamespaces(const Tenant& tenant) {

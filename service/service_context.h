@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
 #include "service/pin_ledger.h"
@@ -35,6 +36,8 @@ struct ServiceContext {
   // The cache namespace of a request of `tenant` asking for `shared_namespace`.
   absl::StatusOr<CacheNamespace> Namespace(const Tenant& tenant,
                                            const std::string& shared_namespace) const;
+  // The call's deadline (InfiniteFuture when it has none).
+  static absl::Time Deadline(const grpc::CallbackServerContext& ctx);
   // The namespace names whose stats `tenant` may see (all, for an admin).
   static std::vector<std::string> VisibleNamespaces(const Tenant& tenant);
 };
