@@ -156,8 +156,6 @@ class Exchange final : public HttpExchange {
   std::shared_ptr<HttpSession> session_;
 };
 
-constexpr size_t kMaxPipelinedBytes = 64 << 10;
-
 // One connection: reads a request, hands it to the handler, writes the answer, and repeats
 // while the client keeps the connection alive.
 template <typename Stream>
@@ -386,7 +384,7 @@ class Session final : public HttpSession, public std::enable_shared_from_this<Se
   // While a request waits for its answer, a read stays pending so that a client that goes
   // away is seen at once. Bytes it brings (a pipelined next request) are kept for the parser.
   void Watch() {
-    if (watching_ || closed.load() || buffer_.size() >= kMaxPipelinedBytes) return;
+    if (watching_ || closed.load() || (awaiting_ && buffer_.size() > 0)) return;
     watching_ = true;
     stream_.async_read_some(buffer_.prepare(4096),
                             [self = this->shared_from_this()](beast::error_code ec, size_t n) {
@@ -405,7 +403,11 @@ class Session final : public HttpSession, public std::enable_shared_from_this<Se
       return Watch();
     }
     buffer_.commit(n);
-    if (awaiting_) return Watch();
+    // The client sent its next request before this answer was done (pipelining, or a reply to
+    // the answer's last bytes whose completion has not run yet). It waits in the buffer, and
+    // no read stays pending over it: OnResponseDone parses it. (A disconnect meanwhile is
+    // seen when the answer is written.)
+    if (awaiting_) return;
     idle_timer_.cancel();
     ReadHeader();
   }
