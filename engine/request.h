@@ -36,6 +36,8 @@ struct SamplingParams {
 };
 
 struct GenerationRequest {
+  // Who asks: its turn in admission (SchedulerOptions::weights). Empty: ns.tenant.
+  std::string tenant = {};
   CacheNamespace ns;
   std::vector<TokenId> prompt;
   SamplingParams sampling;

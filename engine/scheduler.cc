@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
@@ -10,6 +11,7 @@ namespace prefixd {
 
 struct Scheduler::Sequence {
   RequestId id = 0;
+  std::string tenant;  // who asked: its turn in admission
   CacheNamespace ns;
   std::vector<TokenId> tokens;  // prompt, then generated tokens
   int prompt_len = 0;
@@ -67,6 +69,7 @@ void Scheduler::Add(RequestId id, GenerationRequest request, int max_new_tokens,
                     absl::Time arrival, UpdateCallback callback) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
+  seq->tenant = request.tenant.empty() ? request.ns.tenant : std::move(request.tenant);
   seq->ns = std::move(request.ns);
   seq->tokens = std::move(request.prompt);
   seq->prompt_len = static_cast<int>(seq->tokens.size());
@@ -86,6 +89,7 @@ void Scheduler::AddPin(RequestId id, CacheNamespace ns, std::vector<TokenId> tok
                        std::function<void(absl::StatusOr<int>, int)> done) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
+  seq->tenant = ns.tenant;
   seq->ns = std::move(ns);
   // Only full blocks can be cached, so only they are computed.
   tokens.resize(tokens.size() / cache_.block_size() * cache_.block_size());
@@ -286,6 +290,74 @@ void Scheduler::Remove(Sequence& seq) {
   sequences_.erase(seq.id);  // destroys seq
 }
 
+// The waiting requests of one step, by tenant. Stride scheduling: each admission advances
+// its tenant's pass by 1 / weight, and the tenant with the smallest pass goes next (the one
+// whose request came first on a tie). A tenant that was idle banks no turns: when it comes
+// back its pass is at least the pass of the latest admission.
+class Scheduler::Lanes {
+ public:
+  explicit Lanes(Scheduler& scheduler) : scheduler_(scheduler) {
+    for (size_t i = 0; i < scheduler.waiting_.size(); ++i) {
+      Sequence* seq = scheduler.waiting_[i];
+      auto [it, added] = index_.try_emplace(seq->tenant, lanes_.size());
+      if (added) {
+        auto pass = scheduler.pass_.try_emplace(seq->tenant, scheduler.virtual_time_).first;
+        pass->second = std::max(pass->second, scheduler.virtual_time_);
+        const auto weight = scheduler.options_.weights.find(seq->tenant);
+        lanes_.push_back(Lane{.pass = &pass->second,
+                              .stride = 1.0 / (weight == scheduler.options_.weights.end()
+                                                   ? 1
+                                                   : std::max(weight->second, 1))});
+      }
+      lanes_[it->second].queue.push_back({i, seq});
+    }
+    // Tenants with nothing waiting whose pass is behind carry nothing worth keeping (when
+    // they come back they start at the latest admission's pass anyway).
+    for (auto it = scheduler.pass_.begin(); it != scheduler.pass_.end();) {
+      if (index_.contains(it->first) || it->second > scheduler.virtual_time_) {
+        ++it;
+      } else {
+        scheduler.pass_.erase(it++);
+      }
+    }
+  }
+
+  // The next request in turn, or null when every lane is done this step.
+  Sequence* Next() {
+    current_ = nullptr;
+    for (Lane& lane : lanes_) {
+      if (lane.next == lane.queue.size()) continue;
+      if (current_ == nullptr || *lane.pass < *current_->pass ||
+          (*lane.pass == *current_->pass &&
+           lane.queue[lane.next].first < current_->queue[current_->next].first)) {
+        current_ = &lane;
+      }
+    }
+    return current_ == nullptr ? nullptr : current_->queue[current_->next].second;
+  }
+  // Next()'s request was admitted: its tenant's turn is used.
+  void Admitted() {
+    scheduler_.virtual_time_ = std::max(scheduler_.virtual_time_, *current_->pass);
+    *current_->pass += current_->stride;
+    ++current_->next;
+  }
+  // Next()'s request is passed over this step (it waits for a prefix being computed, or it
+  // ended); the tenant's next request may go in its place.
+  void Skip() { ++current_->next; }
+
+ private:
+  struct Lane {
+    std::vector<std::pair<size_t, Sequence*>> queue = {};  // (place in waiting_, request)
+    size_t next = 0;
+    double* pass = nullptr;
+    double stride = 1;
+  };
+  Scheduler& scheduler_;
+  absl::flat_hash_map<std::string_view, size_t> index_;
+  std::vector<Lane> lanes_;
+  Lane* current_ = nullptr;
+};
+
 StepReport Scheduler::Step(absl::Time now) {
   StepReport report;
   ExpireDeadlines(now);
@@ -303,32 +375,34 @@ StepReport Scheduler::Step(absl::Time now) {
     budget -= n;
   }
 
-  // 2. Waiting requests, first come first served, while budget and blocks last.
-  for (auto it = waiting_.begin();
-       it != waiting_.end() && budget > 0 &&
-       static_cast<int>(running_.size()) < options_.max_running_requests;) {
-    Sequence* seq = *it;
+  // 2. Waiting requests, while budget and blocks last: tenants take turns in weighted round
+  // robin, first come first served within a tenant (Lanes).
+  Lanes lanes(*this);
+  while (budget > 0 && static_cast<int>(running_.size()) < options_.max_running_requests) {
+    Sequence* seq = lanes.Next();
+    if (seq == nullptr) break;
     if (SharesPrefixBeingComputed(*seq)) {
       if (!seq->counted_dedup_wait) ++counters_.deduplicated_waits;
       seq->counted_dedup_wait = true;
-      ++it;
+      lanes.Skip();
       continue;
     }
     if (!Admit(*seq, now)) {
       if (running_.empty()) {
         // Nothing will free blocks: the pool is full of pinned prefixes.
         const int need = (static_cast<int>(seq->tokens.size()) + bs - 1) / bs;
+        lanes.Skip();
         Finish(*seq,
                absl::ResourceExhaustedError(absl::StrCat(
                    "the KV cache cannot hold this request (", need, " blocks) next to the ",
                    cache_.Stats().blocks.pinned, " pinned blocks")),
                FinishReason::kNone, GenerationUpdate{}, now);
-        it = waiting_.begin();  // Finish erased from the queue
         continue;
       }
-      break;
+      break;  // it waits for blocks, and no one behind it jumps ahead
     }
-    it = waiting_.erase(it);
+    lanes.Admitted();
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
     const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
     if (n == 0) {
       // A Pin whose prefix is cached already: nothing to compute.
@@ -338,7 +412,6 @@ StepReport Scheduler::Step(absl::Time now) {
       seq->on_pinned = nullptr;
       Finish(*seq, absl::OkStatus(), FinishReason::kStop, GenerationUpdate{}, now);
       done(std::move(pinned), 0);
-      it = waiting_.begin();  // Finish erased from the queue
       continue;
     }
     seq->step_tokens = n;

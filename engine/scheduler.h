@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -37,9 +38,11 @@ namespace prefixd {
 using StepFaultInjector = std::function<absl::Status(absl::Span<const RequestId> step)>;
 
 struct SchedulerOptions {
-  int max_batch_tokens = 2048;     // tokens per step (prefill chunks + decodes)
-  int max_running_requests = 64;   // sequences per step
-  bool cascade_attention = true;   // group decodes that share prefix blocks (EngineOptions)
+  int max_batch_tokens = 2048;    // tokens per step (prefill chunks + decodes)
+  int max_running_requests = 64;  // sequences per step
+  bool cascade_attention = true;  // group decodes that share prefix blocks (EngineOptions)
+  // Tenants' weights in admission (EngineOptions::tenant_policies); unlisted: 1.
+  absl::flat_hash_map<std::string, int> weights = {};
   StepFaultInjector inject_fault;  // tests only
 };
 
@@ -114,6 +117,7 @@ class Scheduler {
 
  private:
   struct Sequence;
+  class Lanes;
 
   void ExpireDeadlines(absl::Time now);
   // DEADLINE_EXCEEDED, saying whether the request had started.
@@ -140,7 +144,10 @@ class Scheduler {
   std::vector<TokenId> eos_token_ids_;
 
   absl::flat_hash_map<RequestId, std::unique_ptr<Sequence>> sequences_;
-  std::deque<Sequence*> waiting_;   // FIFO; preempted requests go back to the front
+  std::deque<Sequence*> waiting_;  // FIFO; preempted requests go back to the front
+  // Fair admission (Lanes): each waiting tenant's pass, and the pass of the latest admission.
+  absl::node_hash_map<std::string, double> pass_;  // pointer-stable: Lanes keep pointers
+  double virtual_time_ = 0;
   std::vector<Sequence*> running_;  // admission order: oldest first
   StepBatch batch_;
   SchedulerCounters counters_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <queue>
 
 #include "absl/strings/str_cat.h"
@@ -10,8 +11,20 @@
 
 namespace prefixd {
 
+// Everything cached under one CacheNamespace::tenant (a tenant's own namespaces, or one
+// shared namespace), with its guaranteed share: the unit of fair eviction.
+struct RadixOwner {
+  int64_t guaranteed_blocks = 0;
+  int64_t cached_blocks = 0;
+  absl::btree_set<RadixTree::LruEntry> lru;  // its unheld leaves, oldest access first
+  // lru's first entry while cached_blocks > guaranteed_blocks, as entered in the tree's
+  // over-share list; nullopt while not there.
+  std::optional<RadixTree::LruEntry> listed;
+};
+
 // One namespace: its root and its counters. Nodes point back to it.
 struct RadixNamespace {
+  RadixOwner* owner = nullptr;
   CacheNamespace ns;
   std::string name;  // ns.DisplayName()
   std::unique_ptr<RadixNode> root;
@@ -77,7 +90,8 @@ RadixTree::RadixTree(RadixTreeOptions options)
     : block_size_(options.block_size),
       seed_(options.seed),
       hash_(options.hash),
-      clock_fn_(options.clock ? std::move(options.clock) : [] { return absl::Now(); }) {
+      clock_fn_(options.clock ? std::move(options.clock) : [] { return absl::Now(); }),
+      guaranteed_blocks_(std::move(options.guaranteed_blocks)) {
   PREFIXD_CHECK(
       block_size_ >= 1 && block_size_ <= kMaxBlockSize && (block_size_ & (block_size_ - 1)) == 0,
       "block size must be a power of two in [1, ", kMaxBlockSize, "], got ", block_size_);
@@ -99,6 +113,7 @@ RadixTree::NamespaceState& RadixTree::GetOrCreateNamespace(const CacheNamespace&
   auto it = namespaces_.find(ns);
   if (it != namespaces_.end()) return *it->second;
   auto state = std::make_unique<NamespaceState>();
+  state->owner = &GetOrCreateOwner(ns.tenant);
   state->ns = ns;
   state->name = ns.DisplayName();
   state->root = std::make_unique<Node>();
@@ -110,6 +125,28 @@ RadixTree::NamespaceState& RadixTree::GetOrCreateNamespace(const CacheNamespace&
   return ref;
 }
 
+RadixOwner& RadixTree::GetOrCreateOwner(const std::string& tenant) {
+  std::unique_ptr<RadixOwner>& owner = owners_[tenant];
+  if (owner == nullptr) {
+    owner = std::make_unique<RadixOwner>();
+    if (auto it = guaranteed_blocks_.find(tenant); it != guaranteed_blocks_.end()) {
+      owner->guaranteed_blocks = it->second;
+    }
+  }
+  return *owner;
+}
+
+void RadixTree::RelistOwner(RadixOwner& owner) {
+  std::optional<LruEntry> want;
+  if (owner.cached_blocks > owner.guaranteed_blocks && !owner.lru.empty()) {
+    want = *owner.lru.begin();
+  }
+  if (want == owner.listed) return;
+  if (owner.listed) over_share_.erase(*owner.listed);
+  if (want) over_share_.insert(*want);
+  owner.listed = want;
+}
+
 BlockKey RadixTree::LastKey(const Node* node) const {
   return node->keys.empty() ? node->parent_key : node->keys.back();
 }
@@ -118,13 +155,19 @@ void RadixTree::Account(const Node* node, int sign) {
   const int64_t n = int64_t{sign} * node->num_blocks();
   cached_blocks_ += n;
   node->ns->cached_blocks += n;
+  node->ns->owner->cached_blocks += n;
+  RelistOwner(*node->ns->owner);
   if (node->held()) held_blocks_ += n;
   if (node->pin_count > 0) pinned_blocks_ += n;
 }
 
 void RadixTree::RemoveFromLru(Node* node) {
   if (!node->in_lru) return;
-  lru_.erase(LruEntry{node->last_access, node->id, node});
+  const LruEntry entry{node->last_access, node->id, node};
+  lru_.erase(entry);
+  RadixOwner& owner = *node->ns->owner;
+  owner.lru.erase(entry);
+  RelistOwner(owner);
   node->in_lru = false;
 }
 
@@ -132,7 +175,11 @@ void RadixTree::UpdateLru(Node* node) {
   const bool evictable_leaf =
       node->parent != nullptr && !node->held() && node->children.empty() && node->num_blocks() > 0;
   if (evictable_leaf && !node->in_lru) {
-    lru_.insert(LruEntry{node->last_access, node->id, node});
+    const LruEntry entry{node->last_access, node->id, node};
+    lru_.insert(entry);
+    RadixOwner& owner = *node->ns->owner;
+    owner.lru.insert(entry);
+    RelistOwner(owner);
     node->in_lru = true;
   } else if (!evictable_leaf && node->in_lru) {
     RemoveFromLru(node);
@@ -378,15 +425,24 @@ absl::StatusOr<int> RadixTree::Unpin(const CacheNamespace& ns, absl::Span<const 
 }
 
 std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
-  return Remove(num_blocks, evicted_blocks_);
+  return Remove(num_blocks, evicted_blocks_, /*fair=*/true);
 }
 
-std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter) {
+std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, bool fair) {
   std::vector<BlockId> evicted;
   while (static_cast<int64_t>(evicted.size()) < num_blocks && !lru_.empty()) {
+    // Fair: the least recently used leaf of the owners over their guaranteed share, and no
+    // more of it than their excess; when no owner over its share has an unheld leaf, the
+    // least recently used leaf of all.
     Node* leaf = std::get<2>(*lru_.begin());
-    const int take = static_cast<int>(
-        std::min<int64_t>(num_blocks - static_cast<int64_t>(evicted.size()), leaf->num_blocks()));
+    int64_t limit = std::numeric_limits<int64_t>::max();
+    if (fair && !over_share_.empty()) {
+      leaf = std::get<2>(*over_share_.begin());
+      const RadixOwner& owner = *leaf->ns->owner;
+      limit = owner.cached_blocks - owner.guaranteed_blocks;
+    }
+    const int take = static_cast<int>(std::min<int64_t>(
+        {num_blocks - static_cast<int64_t>(evicted.size()), leaf->num_blocks(), limit}));
     const int keep = leaf->num_blocks() - take;
     RemoveFromLru(leaf);
     Account(leaf, -1);
@@ -409,7 +465,7 @@ std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter) {
 }
 
 std::vector<BlockId> RadixTree::Flush() {
-  return Remove(std::numeric_limits<int64_t>::max(), flushed_blocks_);
+  return Remove(std::numeric_limits<int64_t>::max(), flushed_blocks_, /*fair=*/false);
 }
 
 void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int count) {
@@ -598,12 +654,35 @@ absl::Status RadixTree::CheckInvariants() const {
         "block counters (cached ", cached_blocks_, ", held ", held_blocks_, ", pinned ",
         pinned_blocks_, ") disagree with the tree (", cached, ", ", held, ", ", pinned, ")"));
   }
-  int64_t lru_nodes = 0;
   for (const auto& entry : lru_) {
     if (!std::get<2>(entry)->in_lru) return absl::InternalError("stale eviction-list entry");
-    ++lru_nodes;
   }
-  (void)lru_nodes;
+  // Owners: their block counts, their eviction lists and the over-share list.
+  absl::flat_hash_map<const RadixOwner*, int64_t> owner_blocks;
+  for (const auto& [ns, state] : namespaces_) owner_blocks[state->owner] += state->cached_blocks;
+  size_t owner_lru_entries = 0, listed = 0;
+  for (const auto& [tenant, owner] : owners_) {
+    if (owner_blocks[owner.get()] != owner->cached_blocks) {
+      return absl::InternalError(absl::StrCat("owner '", tenant, "' counts ", owner->cached_blocks,
+                                              " blocks but holds ", owner_blocks[owner.get()]));
+    }
+    for (const auto& entry : owner->lru) {
+      if (!lru_.contains(entry) || std::get<2>(entry)->ns->owner != owner.get()) {
+        return absl::InternalError(absl::StrCat("owner '", tenant, "' lists a foreign leaf"));
+      }
+    }
+    owner_lru_entries += owner->lru.size();
+    const bool over = owner->cached_blocks > owner->guaranteed_blocks && !owner->lru.empty();
+    if (over != owner->listed.has_value() || (over && (*owner->listed != *owner->lru.begin() ||
+                                                       !over_share_.contains(*owner->listed)))) {
+      return absl::InternalError(
+          absl::StrCat("owner '", tenant, "' is misplaced in the over-share list"));
+    }
+    listed += over ? 1 : 0;
+  }
+  if (owner_lru_entries != lru_.size() || listed != over_share_.size()) {
+    return absl::InternalError("the owners' eviction lists disagree with the tree's");
+  }
   return absl::OkStatus();
 }
 

@@ -29,7 +29,8 @@
 namespace prefixd {
 
 class RadixTree;
-struct RadixNode;  // an edge of the tree; defined in radix_tree.cc
+struct RadixNode;   // an edge of the tree; defined in radix_tree.cc
+struct RadixOwner;  // the blocks of one CacheNamespace::tenant; defined in radix_tree.cc
 
 // A held path in the tree: the longest cached full-block prefix of some tokens.
 // Move-only. Must be passed to RadixTree::Release() exactly once (releasing twice, or a
@@ -114,6 +115,11 @@ struct RadixTreeOptions {
   uint64_t seed = RandomHashSeed();
   BlockHashFn hash = &Xxh3BlockHash;
   std::function<absl::Time()> clock = nullptr;  // creation times of prefixes; null: absl::Now
+  // Guaranteed shares, in blocks, by owner: the `tenant` of a CacheNamespace (a tenant's
+  // own namespaces, or "shared:<name>"). Eviction takes an owner's unheld blocks below its
+  // guarantee only when no owner holding more than its own guarantee has an unheld block.
+  // Owners not listed are guaranteed nothing.
+  absl::flat_hash_map<std::string, int64_t> guaranteed_blocks = {};
 };
 
 // Not thread-safe: owned by the scheduler thread. Match() and Insert() may split an edge.
@@ -154,10 +160,14 @@ class RadixTree {
   // Undoes one Pin of the same tokens. NotFound if they are not pinned.
   absl::StatusOr<int> Unpin(const CacheNamespace& ns, absl::Span<const TokenId> tokens);
 
-  // Removes up to `num_blocks` unheld leaf blocks, least recently used first (an edge's
-  // tail first), and returns their BlockIds. Counted as evicted.
+  // Removes up to `num_blocks` unheld leaf blocks and returns their BlockIds. Counted as
+  // evicted. Fair: least recently used first (an edge's tail first) among the owners that
+  // hold more than their guaranteed share, taking none below it; only when no such owner
+  // has an unheld block, least recently used first among all. Each block costs
+  // O(log owners + log leaves) (radix_tree_bench: BM_EvictFair).
   std::vector<BlockId> Evict(int64_t num_blocks);
-  // Removes every evictable block; returns their BlockIds. Counted as flushed, not evicted.
+  // Removes every evictable block, whoever owns it; returns their BlockIds. Counted as
+  // flushed, not evicted.
   std::vector<BlockId> Flush();
 
   TreeStats Stats() const;
@@ -181,15 +191,22 @@ class RadixTree {
   std::vector<BlockId> CachedBlockIds() const;
 
   // Structural check for tests: keys recompute, token counts, parent links, ref counts,
-  // the evictable set, the block counters, and no BlockId twice.
+  // the evictable set, the block counters (per owner too), the over-share list, and no
+  // BlockId twice.
   absl::Status CheckInvariants() const;
+
+  // An unheld leaf in an eviction order.
+  using LruEntry = std::tuple<uint64_t /*last_access*/, uint64_t /*node id*/, RadixNode*>;
 
  private:
   struct NamespaceState;
   using Node = RadixNode;
-  using LruEntry = std::tuple<uint64_t /*last_access*/, uint64_t /*node id*/, Node*>;
 
   NamespaceState& GetOrCreateNamespace(const CacheNamespace& ns);
+  RadixOwner& GetOrCreateOwner(const std::string& tenant);
+  // Puts `owner` in over_share_ (by its oldest unheld leaf) when it holds more than its
+  // guarantee and has an unheld leaf; takes it out otherwise.
+  void RelistOwner(RadixOwner& owner);
   // Walks from `node` down along `tokens` starting at block `first_block`; splits the last
   // edge so the walk ends at a node boundary. Returns the deepest matched node and appends
   // the matched blocks' ids to `blocks`.
@@ -214,8 +231,13 @@ class RadixTree {
   const std::function<absl::Time()> clock_fn_;
 
   absl::flat_hash_map<CacheNamespace, std::unique_ptr<NamespaceState>> namespaces_;
-  // Unheld leaves, oldest access first: the eviction order.
+  const absl::flat_hash_map<std::string, int64_t> guaranteed_blocks_;
+  absl::flat_hash_map<std::string, std::unique_ptr<RadixOwner>> owners_;
+  // Unheld leaves, oldest access first: the eviction order when no owner is over its share,
+  // and Flush's.
   absl::btree_set<LruEntry> lru_;
+  // The oldest unheld leaf of each owner over its guaranteed share: the fair eviction order.
+  absl::btree_set<LruEntry> over_share_;
   // Pinned prefixes: (namespace, pinned tokens) -> the held path and its pin count.
   // Each Pin call pushes the node its pinned path ends at; Unpin pops the last one.
   absl::flat_hash_map<std::pair<CacheNamespace, std::vector<TokenId>>, std::vector<RadixNode*>>
@@ -232,8 +254,8 @@ class RadixTree {
   int64_t inserted_blocks_ = 0;
   int64_t evicted_blocks_ = 0;
   int64_t flushed_blocks_ = 0;
-  // Evict's work; counts into `counter`.
-  std::vector<BlockId> Remove(int64_t num_blocks, int64_t& counter);
+  // Evict's and Flush's work; counts into `counter`. `fair`: as Evict; else plain LRU.
+  std::vector<BlockId> Remove(int64_t num_blocks, int64_t& counter, bool fair);
   int64_t hash_collisions_ = 0;
 };
 

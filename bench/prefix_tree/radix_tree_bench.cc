@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "prefix_tree/block_hash.h"
 #include "prefix_tree/radix_tree.h"
@@ -46,8 +47,16 @@ std::vector<BlockId> BlockRange(BlockId first, int n) {
 // A tree holding kPrefixes random prefixes of kPrefixBlocks blocks; prefix p is cached in
 // blocks [p * kPrefixBlocks, (p + 1) * kPrefixBlocks). Random first tokens make them
 // distinct from the first block on: the namespace root has 1,000 children.
+// With `owners` > 1, prefix p belongs to owner p % owners (a tenant of its own), and the
+// options give the owners' guaranteed shares.
 struct PopulatedTree {
-  PopulatedTree() : tree(RadixTreeOptions{.block_size = kBlockSize, .seed = 7}), gen(42) {
+  explicit PopulatedTree(int owners = 1,
+                         RadixTreeOptions options = {.block_size = kBlockSize, .seed = 7})
+      : tree(std::move(options)), gen(42) {
+    for (int o = 0; o < owners; ++o) {
+      namespaces.push_back(
+          owners == 1 ? kTenant : CacheNamespace{absl::StrCat("owner", o), kTenant.model, ""});
+    }
     prefixes.reserve(kPrefixes);
     for (int p = 0; p < kPrefixes; ++p) {
       prefixes.push_back(RandomTokens(gen, kPrefixBlocks * kBlockSize));
@@ -56,9 +65,11 @@ struct PopulatedTree {
   }
 
   void InsertPrefix(int p) {
-    tree.Insert(kTenant, prefixes[p], BlockRange(p * kPrefixBlocks, kPrefixBlocks));
+    tree.Insert(namespaces[p % namespaces.size()], prefixes[p],
+                BlockRange(p * kPrefixBlocks, kPrefixBlocks));
   }
 
+  std::vector<CacheNamespace> namespaces;
   RadixTree tree;
   std::mt19937 gen;
   std::vector<std::vector<TokenId>> prefixes;
@@ -193,17 +204,15 @@ BENCHMARK(BM_InsertPerBlock2048)
     ->Repetitions(kRepetitions)
     ->ReportAggregatesOnly(true);
 
-// Evict(1000) from the populated tree: ten least recently used 100-block prefixes. With
-// the clock stopped, the evicted prefixes are inserted again whenever half the tree is gone.
-void BM_Evict1000(benchmark::State& state) {
+// Evict(1000), `refill_after` times, then the evicted prefixes are inserted again with the
+// clock stopped.
+void Evict1000(benchmark::State& state, PopulatedTree& t, int refill_after) {
   constexpr int64_t kEvict = 1000;
-  constexpr int kRefillAfter = kPrefixes / 2 / (kEvict / kPrefixBlocks);  // iterations
-  PopulatedTree t;
   std::vector<std::vector<BlockId>> batches;  // evicted since the last refill
-  batches.reserve(kRefillAfter);
+  batches.reserve(refill_after);
   for (auto _ : state) {
     batches.push_back(t.tree.Evict(kEvict));
-    if (batches.size() == kRefillAfter) {
+    if (static_cast<int>(batches.size()) == refill_after) {
       state.PauseTiming();
       for (const std::vector<BlockId>& evicted : batches) {
         if (evicted.size() != kEvict) state.SkipWithError("evicted the wrong number of blocks");
@@ -219,7 +228,37 @@ void BM_Evict1000(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kEvict);  // items/s = blocks/s
 }
+
+// Evict(1000) from the populated tree: ten least recently used 100-block prefixes. With
+// the clock stopped, the evicted prefixes are inserted again whenever half the tree is gone.
+void BM_Evict1000(benchmark::State& state) {
+  PopulatedTree t;
+  Evict1000(state, t, /*refill_after=*/kPrefixes / 2 / 10);
+}
 BENCHMARK(BM_Evict1000)->MinTime(kMinTime)->Repetitions(kRepetitions)->ReportAggregatesOnly(true);
+
+// The same with fair eviction at work: the prefixes belong to `owners` tenants; the even
+// ones are guaranteed everything they hold, the odd ones nothing, so every block comes from
+// the over-share list (the evicted are inserted again when half the odd owners' are gone).
+// Against BM_Evict1000, the cost of guaranteed shares per evicted block.
+void BM_EvictFair(benchmark::State& state) {
+  const int owners = static_cast<int>(state.range(0));
+  RadixTreeOptions options{.block_size = kBlockSize, .seed = 7};
+  for (int o = 0; o < owners; o += 2) {
+    options.guaranteed_blocks[absl::StrCat("owner", o)] =
+        int64_t{kPrefixes / owners + 1} * kPrefixBlocks;
+  }
+  PopulatedTree t(owners, std::move(options));
+  Evict1000(state, t, /*refill_after=*/kPrefixes / 4 / 10);
+}
+BENCHMARK(BM_EvictFair)
+    ->ArgName("owners")
+    ->Arg(2)
+    ->Arg(20)
+    ->Arg(200)
+    ->MinTime(kMinTime)
+    ->Repetitions(kRepetitions)
+    ->ReportAggregatesOnly(true);
 
 }  // namespace
 }  // namespace prefixd

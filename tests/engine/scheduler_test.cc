@@ -3,10 +3,13 @@
 
 #include <numeric>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace prefixd {
 namespace {
+
+using ::testing::ElementsAre;
 
 constexpr int kBlock = 16;
 
@@ -14,7 +17,8 @@ class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override { Build(/*cache_enabled=*/true, /*budget=*/512); }
 
-  void Build(bool cache_enabled, int budget, int max_running = 8) {
+  void Build(bool cache_enabled, int budget, int max_running = 8,
+             absl::flat_hash_map<std::string, int> weights = {}) {
     scheduler_.reset();
     model_.reset();
     cache_.reset();
@@ -33,8 +37,10 @@ class SchedulerTest : public ::testing::Test {
     scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, nullptr,
                                              SchedulerOptions{.max_batch_tokens = budget,
                                                               .max_running_requests = max_running,
+                                                              .weights = std::move(weights),
                                                               .inject_fault = nullptr});
     outputs_.clear();
+    finished_.clear();
   }
 
   void Add(RequestId id, std::vector<TokenId> prompt, int max_new, std::string tenant = "t",
@@ -51,6 +57,7 @@ class SchedulerTest : public ::testing::Test {
       if (u.finished) {
         out.usage = u.usage;
         out.status = u.status;
+        finished_.push_back(id);
       }
     });
   }
@@ -67,6 +74,8 @@ class SchedulerTest : public ::testing::Test {
     std::iota(t.begin(), t.end(), first);
     return t;
   }
+
+  std::vector<RequestId> finished_;  // in the order they ended
 
   struct Output {
     absl::Status status;
@@ -146,6 +155,39 @@ TEST_F(SchedulerTest, AdmissionIsFirstComeFirstServedWhateverTheCacheHolds) {
   EXPECT_TRUE(outputs_[3].tokens.empty());
   RunToIdle();
   EXPECT_EQ(outputs_[3].usage.cached_tokens, 64);
+}
+
+TEST_F(SchedulerTest, TenantsTakeTurnsSoABurstCannotPushAnotherTenantBack) {
+  Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/1);
+  for (int i = 1; i <= 6; ++i) Add(i, Prompt(20 * i, 20), 2, "burst");
+  Add(11, Prompt(400, 20), 2, "steady");
+  Add(12, Prompt(440, 20), 2, "steady");
+  RunToIdle();
+  // One slot: the burst came first, yet the steady tenant's requests go every other turn;
+  // within a tenant, first come first served.
+  EXPECT_THAT(finished_, ElementsAre(1, 11, 2, 12, 3, 4, 5, 6));
+}
+
+TEST_F(SchedulerTest, AWeightedTenantGetsTurnsInProportion) {
+  Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/1, {{"heavy", 3}});
+  for (int i = 1; i <= 8; ++i) Add(i, Prompt(20 * i, 20), 1, "heavy");
+  for (int i = 11; i <= 14; ++i) Add(i, Prompt(20 * i, 20), 1, "light");
+  RunToIdle();
+  // Three turns of "heavy" for each of "light" (ties go to the older request).
+  EXPECT_THAT(finished_, ElementsAre(1, 11, 2, 3, 4, 12, 5, 6, 7, 13, 8, 14));
+}
+
+TEST_F(SchedulerTest, ATenantBackFromIdleGetsNoBankedTurns) {
+  Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/1);
+  for (int i = 1; i <= 8; ++i) Add(i, Prompt(20 * i, 20), 1, "a");
+  Add(101, Prompt(320, 20), 1, "b");
+  while (finished_.size() < 6) scheduler_->Step(absl::Now());
+  EXPECT_THAT(finished_, ElementsAre(1, 101, 2, 3, 4, 5));
+  // "b" was idle while "a" was served alone: back, it takes turns again, not four in a row.
+  for (int i = 2; i <= 4; ++i) Add(100 + i, Prompt(300 + 20 * i, 20), 1, "b");
+  RunToIdle();
+  EXPECT_THAT(std::vector<RequestId>(finished_.begin() + 6, finished_.end()),
+              ElementsAre(102, 6, 103, 7, 104, 8));
 }
 
 TEST_F(SchedulerTest, CancelReleasesEveryBlockBeforeReturning) {

@@ -290,5 +290,80 @@ TEST_F(CollidingRadixTreeTest, ForcedCollisionsNeverShare) {
   EXPECT_THAT(MatchBlocks(kAlice, Range(0, 8)), ElementsAre(0, 1));
 }
 
+// Guaranteed shares: alice and bob 4 blocks each; carol, a namespace of alice's with an
+// adapter, and anyone else nothing.
+class FairEvictionTest : public ::testing::Test {
+ protected:
+  FairEvictionTest()
+      : tree_(RadixTreeOptions{
+            .block_size = kBlock, .seed = 5, .guaranteed_blocks = {{"alice", 4}, {"bob", 4}}}) {}
+  void TearDown() override { EXPECT_TRUE(tree_.CheckInvariants().ok()) << tree_.CheckInvariants(); }
+
+  // Inserts prompt `i` (two blocks) of `ns` with blocks 2i and 2i+1.
+  void Prompt(const CacheNamespace& ns, int i) {
+    tree_.Insert(ns, Range(1000 * i, 2 * kBlock), Ids(2 * i, 2));
+  }
+  int CachedTokens(const CacheNamespace& ns, int i) {
+    PrefixMatch m = tree_.Match(ns, Range(1000 * i, 2 * kBlock), /*count=*/false);
+    const int n = m.num_tokens();
+    tree_.Release(m);
+    return n;
+  }
+
+  RadixTree tree_;
+};
+
+const CacheNamespace kCarol{"carol", "m", ""};
+
+TEST_F(FairEvictionTest, AFloodingOwnerLosesItsOwnBlocksBeforeAnotherOwnersOlderOnes) {
+  Prompt(kBob, 0);  // bob's system prompt, the oldest blocks in the tree
+  for (int i = 1; i <= 3; ++i) Prompt(kAlice, i);  // alice: 6 blocks, 2 over her share
+  // Plain LRU would take bob's; alice's oldest prompt goes instead, tail first.
+  EXPECT_THAT(tree_.Evict(2), ElementsAre(3, 2));
+  // Nobody holds more than their share now: beyond guarantees, least recently used.
+  EXPECT_THAT(tree_.Evict(1), ElementsAre(1));  // bob's tail: his blocks are the oldest
+  EXPECT_EQ(tree_.Stats().evicted_blocks, 3);
+}
+
+TEST_F(FairEvictionTest, AnOwnerIsNeverTakenBelowItsShareWhileAnotherIsOver) {
+  Prompt(kAlice, 0);
+  for (int i = 1; i <= 4; ++i) Prompt(kCarol, i);  // carol: guaranteed nothing
+  // bob within his share needs room again and again: only carol pays, however many
+  // prompts bob sends, so alice's cached tokens say nothing about bob's traffic.
+  for (int i = 5; i <= 6; ++i) {
+    tree_.Evict(2);
+    Prompt(kBob, i);
+    EXPECT_EQ(CachedTokens(kAlice, 0), 2 * kBlock) << "after bob's prompt " << i;
+  }
+  EXPECT_EQ(CachedTokens(kCarol, 1), 0);
+  EXPECT_EQ(CachedTokens(kCarol, 2), 0);
+  EXPECT_EQ(CachedTokens(kCarol, 3), 2 * kBlock);
+}
+
+TEST_F(FairEvictionTest, AnOverShareOwnerWhoseBlocksAreAllHeldFallsBackToLeastRecentlyUsed) {
+  Prompt(kBob, 0);
+  for (int i = 1; i <= 3; ++i) Prompt(kAlice, i);
+  std::vector<PrefixMatch> held;
+  for (int i = 1; i <= 3; ++i) held.push_back(tree_.Match(kAlice, Range(1000 * i, 2 * kBlock)));
+  EXPECT_THAT(tree_.Evict(1), ElementsAre(1));  // bob's: alice's are all in use
+  for (PrefixMatch& m : held) tree_.Release(m);
+}
+
+TEST_F(FairEvictionTest, AnOwnersNamespacesShareOneGuarantee) {
+  const CacheNamespace alice_adapter{"alice", "m", "lora-1"};
+  Prompt(kBob, 0);
+  Prompt(kAlice, 1);
+  Prompt(alice_adapter, 2);  // alice: 4 blocks over two namespaces, within her share
+  Prompt(alice_adapter, 3);  // 6 blocks: 2 over
+  EXPECT_THAT(tree_.Evict(2), ElementsAre(3, 2));  // alice's oldest, not bob's
+}
+
+TEST_F(FairEvictionTest, FlushTakesEveryOwnersBlocks) {
+  Prompt(kAlice, 0);
+  Prompt(kBob, 1);
+  EXPECT_EQ(tree_.Flush().size(), 4u);
+  EXPECT_EQ(tree_.cached_blocks(), 0);
+}
+
 }  // namespace
 }  // namespace prefixd
