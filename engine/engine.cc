@@ -97,6 +97,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   if (options_.hash_seed) cache_options.tree.seed = *options_.hash_seed;
   if (options_.block_hash != nullptr) cache_options.tree.hash = options_.block_hash;
   cache_options.enabled = options_.prefix_cache;
+  for (const auto& [tenant, policy] : options_.tenant_policies) {
+    if (policy.kv_share > 0) {
+      cache_options.tree.guaranteed_blocks[tenant] =
+          static_cast<int64_t>(policy.kv_share * static_cast<double>(num_blocks));
+    }
+  }
   cache_ = std::make_unique<PrefixCache>(cache_options);
   cache_->SetEventSink([this](const CacheEvent& event) {
     for (auto& [id, sink] : subscribers_) sink(event);
@@ -107,6 +113,9 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   scheduler_options.max_running_requests = options_.max_running_requests;
   scheduler_options.inject_fault = options_.inject_fault;
   scheduler_options.cascade_attention = options_.cascade_attention;
+  for (const auto& [tenant, policy] : options_.tenant_policies) {
+    scheduler_options.weights[tenant] = policy.weight;
+  }
   scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options);
   PublishStats(nullptr);
   thread_ = std::thread([this] { Loop(); });

@@ -47,9 +47,13 @@ struct EngineOptions {
   // on backends that use the groups (Backend::UsesSharedPrefixGroups: the CPU for now).
   bool cascade_attention = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
-  bool check_invariants = false;      // check the cache after every step (tests)
-  StepFaultInjector inject_fault;     // tests only: fail chosen steps
-  BlockHashFn block_hash = nullptr;   // tests only: another block hash (e.g. always colliding)
+  // By tenant: a request's GenerationRequest::tenant for its weight, a namespace's
+  // CacheNamespace::tenant (a tenant, or "shared:<name>") for its KV share. Unlisted:
+  // weight 1, no guarantee.
+  absl::flat_hash_map<std::string, TenantPolicy> tenant_policies = {};
+  bool check_invariants = false;     // check the cache after every step (tests)
+  StepFaultInjector inject_fault;    // tests only: fail chosen steps
+  BlockHashFn block_hash = nullptr;  // tests only: another block hash (e.g. always colliding)
 };
 
 struct EngineStats {

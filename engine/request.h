@@ -35,6 +35,17 @@ struct SamplingParams {
   int top_logprobs = 0;  // 0..kMaxTopLogprobs; implies logprobs
 };
 
+// How one tenant shares the engine with the others.
+struct TenantPolicy {
+  // Its turns in admission: waiting requests are served in weighted round robin across
+  // tenants, first come first served within one (SchedulerOptions::weights). At least 1.
+  int weight = 1;
+  // Its guaranteed share of the KV cache, a fraction in [0, 1]: eviction does not take its
+  // cached blocks below it while another owner holds more than its own share
+  // (RadixTreeOptions::guaranteed_blocks).
+  double kv_share = 0;
+};
+
 struct GenerationRequest {
   // Who asks: its turn in admission (SchedulerOptions::weights). Empty: ns.tenant.
   std::string tenant = {};

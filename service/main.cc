@@ -249,6 +249,7 @@ int Run() {
   options.cascade_attention = absl::GetFlag(FLAGS_cascade_attention);
   options.check_invariants = absl::GetFlag(FLAGS_check_invariants);
   options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  options.tenant_policies = tenants.Policies();  // weights and guaranteed KV shares
   const ModelConfig config = model->config;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(std::move(backend), *std::move(model), options);

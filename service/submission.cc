@@ -87,6 +87,7 @@ absl::StatusOr<RequestId> SubmitObserved(const ServiceContext& service, Submissi
                                          UpdateCallback deliver) {
   GenerationRequest& r = submission.request;
   const std::string tenant = submission.tenant;
+  r.tenant = tenant;  // its turn in admission
   InFlightRequests* in_flight = service.in_flight;
   if (in_flight != nullptr && !in_flight->TryAcquire(tenant, submission.tenant_max_requests)) {
     const absl::Status status = absl::ResourceExhaustedError(

@@ -14,6 +14,7 @@ namespace prefixd {
 namespace {
 
 constexpr size_t kMinTokenLength = 16;
+constexpr int kMaxWeight = 1000;
 
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 64) return false;
@@ -65,7 +66,8 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
     for (auto it = e.begin(); it != e.end(); ++it) {
       if (it.key() != "name" && it.key() != "tokens" && it.key() != "shared_namespaces" &&
           it.key() != "client_common_names" && it.key() != "admin" &&
-          it.key() != "max_pinned_tokens" && it.key() != "max_requests") {
+          it.key() != "max_pinned_tokens" && it.key() != "max_requests" && it.key() != "weight" &&
+          it.key() != "kv_share") {
         return fail(where, " has an unknown field \"", it.key(), "\"");
       }
     }
@@ -144,9 +146,49 @@ absl::StatusOr<TenantDirectory> TenantDirectory::FromJson(std::string_view json,
       }
       t->max_requests = static_cast<int>(v.get<int64_t>());
     }
+    if (e.contains("weight")) {
+      const nlohmann::json& v = e["weight"];
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > kMaxWeight) {
+        return fail("tenant \"", t->name, "\": weight must be an integer in [1, ", kMaxWeight, "]");
+      }
+      t->weight = static_cast<int>(v.get<int64_t>());
+    }
+    if (e.contains("kv_share")) {
+      const nlohmann::json& v = e["kv_share"];
+      if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() <= 1)) {
+        return fail("tenant \"", t->name,
+                    "\": kv_share must be a number in [0, 1] (a fraction of the KV cache)");
+      }
+      t->kv_share = v.get<double>();
+    }
     dir.tenants_.push_back(std::move(t));
   }
+  // Tenants that give no kv_share split what the others leave, evenly.
+  double given = 0;
+  int unset = 0;
+  for (const auto& t : dir.tenants_) {
+    if (t->kv_share >= 0) {
+      given += t->kv_share;
+    } else {
+      ++unset;
+    }
+  }
+  if (given > 1 + 1e-9) {
+    return fail("the tenants' kv_share add up to ", given, ", more than the whole KV cache (1)");
+  }
+  for (auto& t : dir.tenants_) {
+    if (t->kv_share < 0) t->kv_share = std::max(0.0, 1 - given) / unset;
+  }
   return dir;
+}
+
+absl::flat_hash_map<std::string, TenantPolicy> TenantDirectory::Policies() const {
+  absl::flat_hash_map<std::string, TenantPolicy> policies;
+  if (!requires_identity()) return policies;  // one namespace: nothing to share out
+  for (const auto& t : tenants_) {
+    policies[t->name] = TenantPolicy{.weight = t->weight, .kv_share = t->kv_share};
+  }
+  return policies;
 }
 
 absl::StatusOr<TenantDirectory> TenantDirectory::FromFile(const std::string& path) {

@@ -16,7 +16,7 @@
 //   {"tenants": [
 //     {"name": "acme", "tokens": ["<secret>", ...], "client_common_names": ["acme-svc"],
 //      "shared_namespaces": ["public"], "admin": false, "max_pinned_tokens": 65536,
-//      "max_requests": 64}
+//      "max_requests": 64, "weight": 1, "kv_share": 0.25}
 //   ]}
 // Names: 1-64 of [A-Za-z0-9._-]. Tokens: at least 16 characters, unique across tenants.
 // Every tenant needs a token or a client common name. Admins may see every namespace's
@@ -32,6 +32,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "engine/request.h"
 
 namespace prefixd {
 
@@ -46,6 +47,12 @@ struct Tenant {
   // Generate calls (and completions) this tenant may have queued or running at once; more
   // get RESOURCE_EXHAUSTED, and no one else notices. -1: only the server's queue limit.
   int max_requests = -1;
+  // Its turns when requests queue: tenants are served in weighted round robin.
+  int weight = 1;
+  // Its guaranteed share of the KV cache (a fraction): eviction does not take its own
+  // namespace's cached blocks below it while another holds more than its share. Tenants
+  // that give none split what the others leave evenly.
+  double kv_share = -1;
 };
 
 class TenantDirectory {
@@ -68,6 +75,10 @@ class TenantDirectory {
       std::optional<std::string_view> authorization,
       std::optional<std::string_view> client_common_name = std::nullopt,
       std::string_view peer = "") const;
+
+  // Each tenant's weight and KV share, by the name its requests and own namespace carry;
+  // empty without a tokens file.
+  absl::flat_hash_map<std::string, TenantPolicy> Policies() const;
 
   // The cache namespace (the `tenant` field of CacheNamespace) for a request of `tenant`
   // that asks for `shared_namespace` (empty: its own). PERMISSION_DENIED if not granted.
