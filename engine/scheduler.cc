@@ -8,6 +8,12 @@
 #include "base/check.h"
 
 namespace prefixd {
+namespace {
+
+// How long before a request's deadline a cancel counts as the deadline (see Cancel).
+constexpr absl::Duration kDeadlineCancelSlack = absl::Seconds(1);
+
+}  // namespace
 
 struct Scheduler::Sequence {
   RequestId id = 0;
@@ -109,9 +115,11 @@ void Scheduler::Cancel(RequestId id, const absl::Status& status) {
   Sequence& seq = *it->second;
   const absl::Time now = absl::Now();
   // A call whose deadline has passed is cancelled by its transport: the client sees
-  // DEADLINE_EXCEEDED, and so do the metrics.
-  Finish(seq, seq.deadline <= now ? DeadlineStatus(seq) : status, FinishReason::kNone,
-         GenerationUpdate{}, now);
+  // DEADLINE_EXCEEDED, and so do the metrics. The client's deadline runs out first (ours
+  // was set when the request arrived, a transit later), and gRPC sends that the same way as
+  // an explicit cancel: a cancel this close to the deadline is the deadline.
+  const bool expired = seq.deadline - kDeadlineCancelSlack <= now;
+  Finish(seq, expired ? DeadlineStatus(seq) : status, FinishReason::kNone, GenerationUpdate{}, now);
 }
 
 absl::Status Scheduler::DeadlineStatus(const Sequence& seq) {

@@ -206,11 +206,17 @@ TEST_F(SchedulerTest, CancelReleasesEveryBlockBeforeReturning) {
 TEST_F(SchedulerTest, ACancelAfterTheDeadlineEndsAsDeadlineExceeded) {
   Add(1, Prompt(1, 40), 50, "t", absl::Now() - absl::Milliseconds(1));
   Add(2, Prompt(100, 40), 50, "t", absl::InfiniteFuture());
-  scheduler_->Cancel(1, absl::CancelledError("cancelled by the client"));
-  scheduler_->Cancel(2, absl::CancelledError("cancelled by the client"));
+  // The client's own deadline ran out a transit before ours: its cancel arrives first.
+  Add(3, Prompt(200, 40), 50, "t", absl::Now() + absl::Milliseconds(300));
+  Add(4, Prompt(300, 40), 50, "t", absl::Now() + absl::Seconds(30));
+  for (RequestId id : {1, 2, 3, 4}) {
+    scheduler_->Cancel(id, absl::CancelledError("cancelled by the client"));
+  }
   EXPECT_EQ(outputs_[1].status.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_NE(outputs_[1].status.message().find("never started"), absl::string_view::npos);
   EXPECT_EQ(outputs_[2].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(outputs_[3].status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(outputs_[4].status.code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(scheduler_->CheckInvariants().ok());
 }
 
