@@ -52,6 +52,16 @@ inline constexpr bool kAddressSanitizer = false;
 inline constexpr bool kAddressSanitizer = false;
 #endif
 
+// Writes `text` to a new file under /tmp (e.g. a tokens file) and returns its path; the
+// caller unlinks it.
+inline std::string WriteTempFile(const std::string& text) {
+  char path[] = "/tmp/prefixd-test-XXXXXX";
+  const int fd = mkstemp(path);
+  close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
 class ServerProcess {
  public:
   // Starts PREFIXD_BINARY with `args` (and --listen=127.0.0.1:0 and

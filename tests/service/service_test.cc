@@ -27,6 +27,7 @@ namespace prefixd {
 namespace {
 
 using ::prefixd::testing::ServerProcess;
+using ::prefixd::testing::WriteTempFile;
 using ::testing::HasSubstr;
 
 std::vector<int32_t> Tokens(int seed, int n) {
@@ -152,14 +153,6 @@ int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
   return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : 0;
 }
 
-std::string WriteTokensFile(const std::string& json) {
-  char path[] = "/tmp/prefixd-tokens-XXXXXX";
-  const int fd = mkstemp(path);
-  close(fd);
-  std::ofstream(path) << json;
-  return path;
-}
-
 TEST(ServiceTest, StreamsTheEnginesOutputAndServesTheSystemPromptFromTheCache) {
   auto server = ServerProcess::Start({});
   ASSERT_TRUE(server.ok()) << server.status();
@@ -198,7 +191,7 @@ TEST(ServiceTest, StreamsTheEnginesOutputAndServesTheSystemPromptFromTheCache) {
 }
 
 TEST(ServiceTest, TenantsShareOnlyWhatTheServerGrants) {
-  const std::string tokens = WriteTokensFile(R"({"tenants": [
+  const std::string tokens = WriteTempFile(R"({"tenants": [
       {"name": "alice", "tokens": ["alice-token-0123456789"], "shared_namespaces": ["public"]},
       {"name": "bob", "tokens": ["bob-token-0123456789ab"], "shared_namespaces": ["public"]},
       {"name": "root", "tokens": ["root-token-0123456789a"], "admin": true}]})");
@@ -603,7 +596,7 @@ TEST(ServiceTest, OpenModeStaysOnThisMachineUnlessTheOperatorSaysOtherwise) {
 // Pins as a hostile tenant would use them: quotas per tenant, nesting that costs nothing,
 // only one's own pins to undo, the admin's list, unpin-by-id and flush with drop_pins.
 TEST(ServiceTest, PinsHaveQuotasOwnersAndAnAdminWhoSeesThemAll) {
-  const std::string tokens = WriteTokensFile(R"({"tenants": [
+  const std::string tokens = WriteTempFile(R"({"tenants": [
       {"name": "hog", "tokens": ["hog-token-0123456789ab"], "shared_namespaces": ["public"],
        "max_pinned_tokens": 64},
       {"name": "other", "tokens": ["other-token-0123456789a"], "shared_namespaces": ["public"]},
@@ -733,7 +726,7 @@ TEST(ServiceTest, PinsObeyTheQueueLimit) {
 // A tenant over its max_requests gets RESOURCE_EXHAUSTED alone: another tenant's request
 // at the same moment is served.
 TEST(ServiceTest, ATenantOverItsRequestQuotaIsRefusedAlone) {
-  const std::string tokens = WriteTokensFile(R"({"tenants": [
+  const std::string tokens = WriteTempFile(R"({"tenants": [
       {"name": "greedy", "tokens": ["greedy-token-0123456789"], "max_requests": 2},
       {"name": "calm", "tokens": ["calm-token-0123456789ab"]}]})");
   auto server = ServerProcess::Start({"--tokens_file=" + tokens});

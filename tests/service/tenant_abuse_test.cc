@@ -39,33 +39,13 @@ constexpr char kHostile[] = "hostile-token-0123456789";
 constexpr char kNormal[] = "normal-token-0123456789";
 constexpr char kOps[] = "ops-token-0123456789abc";
 
-std::string WriteTokensFile(const std::string& json) {
-  char path[] = "/tmp/prefixd-tokens-XXXXXX";
-  const int fd = mkstemp(path);
-  close(fd);
-  std::ofstream(path) << json;
-  return path;
-}
+using ::prefixd::testing::Concat;
+using ::prefixd::testing::WriteTempFile;
 
-// `n` token ids from a seed: distinct seeds give prompts that differ from the first token.
-std::vector<int32_t> Tokens(int seed, int n) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 131 + i * 17 + i * i) % 499 + 1);
-  return t;
-}
-
-std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+std::vector<int32_t> Tokens(int seed, int n) { return testing::RandomTokens(seed, n); }
 
 v1::GenerateRequest Request(const std::vector<int32_t>& prompt, int max_tokens) {
-  v1::GenerateRequest r;
-  for (int32_t t : prompt) r.mutable_token_ids()->add_ids(t);
-  r.mutable_sampling()->set_temperature(0);
-  r.mutable_sampling()->set_max_tokens(max_tokens);
-  r.mutable_sampling()->set_ignore_eos(true);
-  return r;
+  return testing::GreedyRequest(prompt, max_tokens);
 }
 
 // What one Generate call brought its client.
@@ -244,14 +224,14 @@ class SlowConnections {
 };
 
 TEST(TenantAbuseTest, AHostileTenantHurtsOnlyItself) {
-  const std::string tokens = WriteTokensFile(absl::StrCat(R"({"tenants": [
+  const std::string tokens = WriteTempFile(absl::StrCat(R"({"tenants": [
       {"name": "hostile", "tokens": [")",
-                                                          kHostile, R"("], "max_requests": 8,
+                                                        kHostile, R"("], "max_requests": 8,
        "max_pinned_tokens": 256},
       {"name": "normal", "tokens": [")",
-                                                          kNormal, R"("]},
+                                                        kNormal, R"("]},
       {"name": "ops", "tokens": [")",
-                                                          kOps, R"("], "admin": true,
+                                                        kOps, R"("], "admin": true,
        "kv_share": 0}]})"));
   // 512 blocks of 16 tokens: hostile's flood alone would fill it within a few requests.
   auto server = ServerProcess::Start({"--tokens_file=" + tokens, "--kv_cache_tokens=8192",
@@ -456,7 +436,7 @@ TEST(TenantAbuseTest, AHostileTenantHurtsOnlyItself) {
 // its share while "filler" holds more than its own; what prober then finds cached must not
 // depend on how many victim sent.
 TEST(TenantAbuseTest, CacheHitsSayNothingOfATenantWithinItsShare) {
-  const std::string tokens = WriteTokensFile(R"({"tenants": [
+  const std::string tokens = WriteTempFile(R"({"tenants": [
       {"name": "prober", "tokens": ["prober-token-0123456789"]},
       {"name": "victim", "tokens": ["victim-token-0123456789"]},
       {"name": "filler", "tokens": ["filler-token-0123456789"]},
