@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
   # The soak test runs a shorter while under the sanitizers (they are ~5x slower).
-  export PREFIXD_SOAK_SECONDS="${PREFIXD_SOAK_SECONDS:-45}"
+  export PREFIXD_SOAK_SECONDS="${PREFIXD_SOAK_SECONDS:-30}"
 elif [[ $# -gt 0 ]]; then
   echo "usage: scripts/test.sh [--sanitize]" >&2
   exit 2
