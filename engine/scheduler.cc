@@ -384,22 +384,25 @@ StepReport Scheduler::Step(absl::Time now) {
   }
 
   // 2. Waiting requests, while budget and blocks last: tenants take turns in weighted round
-  // robin, first come first served within a tenant (Lanes).
-  Lanes lanes(*this);
-  while (budget > 0 && static_cast<int>(running_.size()) < options_.max_running_requests) {
-    Sequence* seq = lanes.Next();
+  // robin, first come first served within a tenant (Lanes). The lanes are built only when
+  // a request may be admitted: a step with a full batch does no work for the queue.
+  std::optional<Lanes> lanes;
+  while (budget > 0 && static_cast<int>(running_.size()) < options_.max_running_requests &&
+         !waiting_.empty()) {
+    if (!lanes) lanes.emplace(*this);
+    Sequence* seq = lanes->Next();
     if (seq == nullptr) break;
     if (SharesPrefixBeingComputed(*seq)) {
       if (!seq->counted_dedup_wait) ++counters_.deduplicated_waits;
       seq->counted_dedup_wait = true;
-      lanes.Skip();
+      lanes->Skip();
       continue;
     }
     if (!Admit(*seq, now)) {
       if (running_.empty()) {
         // Nothing will free blocks: the pool is full of pinned prefixes.
         const int need = (static_cast<int>(seq->tokens.size()) + bs - 1) / bs;
-        lanes.Skip();
+        lanes->Skip();
         Finish(*seq,
                absl::ResourceExhaustedError(absl::StrCat(
                    "the KV cache cannot hold this request (", need, " blocks) next to the ",
@@ -409,7 +412,7 @@ StepReport Scheduler::Step(absl::Time now) {
       }
       break;  // it waits for blocks, and no one behind it jumps ahead
     }
-    lanes.Admitted();
+    lanes->Admitted();
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
     const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
     if (n == 0) {
