@@ -366,18 +366,77 @@ class Scheduler::Lanes {
   Lane* current_ = nullptr;
 };
 
+// Weighted max-min fairness: the tenants in order of demand per weight; each takes what it
+// needs when that is within its weighted part of what is left, else that part (at least a
+// token, so no tenant stalls however many there are).
+absl::flat_hash_map<std::string, int> Scheduler::PrefillShares(bool may_admit) const {
+  absl::flat_hash_map<std::string, int64_t> demand;
+  int64_t budget = options_.max_batch_tokens;
+  for (const Sequence* seq : running_) {
+    const int left = static_cast<int>(seq->tokens.size()) - seq->num_computed;
+    if (seq->prefilling()) {
+      demand[seq->tenant] += left;
+    } else {
+      budget -= left;  // a decode: it goes first
+    }
+  }
+  if (may_admit) {
+    // A waiting prompt may be partly cached: its demand is an upper bound, and what it
+    // leaves unused goes to the others after admission (Step's top-up).
+    for (const Sequence* seq : waiting_) demand[seq->tenant] += seq->tokens.size();
+  }
+  absl::flat_hash_map<std::string, int> shares;
+  if (demand.size() < 2) return shares;
+  auto weight = [&](const std::string& tenant) {
+    const auto it = options_.weights.find(tenant);
+    return it == options_.weights.end() ? 1 : std::max(it->second, 1);
+  };
+  std::vector<std::pair<double, const std::string*>> order;
+  int64_t total_weight = 0;
+  for (const auto& [tenant, tokens] : demand) {
+    order.emplace_back(static_cast<double>(tokens) / weight(tenant), &tenant);
+    total_weight += weight(tenant);
+  }
+  std::sort(order.begin(), order.end());
+  int64_t left = std::max<int64_t>(budget, 0);
+  for (const auto& [per_weight, tenant] : order) {
+    const int64_t w = weight(*tenant);
+    const int64_t part = std::min(left, std::max<int64_t>(1, left * w / total_weight));
+    const int64_t share = std::min(demand[*tenant], part);
+    shares[*tenant] = static_cast<int>(share);
+    left -= share;
+    total_weight -= w;
+  }
+  return shares;
+}
+
 StepReport Scheduler::Step(absl::Time now) {
   StepReport report;
   ExpireDeadlines(now);
   const int bs = cache_.block_size();
   int budget = options_.max_batch_tokens;
   std::vector<Sequence*> scheduled;
+  const bool may_admit =
+      static_cast<int>(running_.size()) < options_.max_running_requests && !waiting_.empty();
+  // Prefill tokens each tenant may still take this step (PrefillShares); none listed: any.
+  absl::flat_hash_map<std::string, int> shares = PrefillShares(may_admit);
+  auto share_left = [&](const Sequence& seq) {
+    const auto it = shares.find(seq.tenant);
+    return it == shares.end() ? budget : it->second;
+  };
+  auto take_share = [&](const Sequence& seq, int n) {
+    if (const auto it = shares.find(seq.tenant); it != shares.end()) it->second -= n;
+  };
 
-  // 1. Running requests, oldest first: a decode token each, or their next prefill chunk.
+  // 1. Running requests, oldest first: a decode token each, or their next prefill chunk
+  // within the tenant's share.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* seq = running_[i];
-    const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
+    int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
+    if (seq->prefilling()) n = std::min(n, share_left(*seq));
+    if (n <= 0) continue;  // its tenant's share is spent: it waits a step
     if (!EnsureBlocks(*seq, seq->num_computed + n)) break;  // seq and all after it preempted
+    if (seq->prefilling()) take_share(*seq, n);
     seq->step_tokens = n;
     scheduled.push_back(seq);
     budget -= n;
@@ -392,6 +451,10 @@ StepReport Scheduler::Step(absl::Time now) {
     if (!lanes) lanes.emplace(*this);
     Sequence* seq = lanes->Next();
     if (seq == nullptr) break;
+    if (share_left(*seq) <= 0) {
+      lanes->Skip();  // its tenant's prefill share is spent this step
+      continue;
+    }
     if (SharesPrefixBeingComputed(*seq)) {
       if (!seq->counted_dedup_wait) ++counters_.deduplicated_waits;
       seq->counted_dedup_wait = true;
@@ -414,7 +477,8 @@ StepReport Scheduler::Step(absl::Time now) {
     }
     lanes->Admitted();
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
-    const int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
+    const int n = std::min(
+        {static_cast<int>(seq->tokens.size()) - seq->num_computed, budget, share_left(*seq)});
     if (n == 0) {
       // A Pin whose prefix is cached already: nothing to compute.
       PREFIXD_CHECK(seq->prefill_only, "admitted a request with nothing to compute");
@@ -425,9 +489,30 @@ StepReport Scheduler::Step(absl::Time now) {
       done(std::move(pinned), 0);
       continue;
     }
+    take_share(*seq, n);
     seq->step_tokens = n;
     scheduled.push_back(seq);
     budget -= n;
+  }
+
+  // The budget the shares left unused (a tenant's waiting prompt was mostly cached, or it
+  // waits for blocks) goes to the scheduled prefills, oldest first, as far as their blocks
+  // and the free ones reach: sharing never makes a step smaller than it could be.
+  for (size_t i = 0; i < scheduled.size() && budget > 0 && !shares.empty(); ++i) {
+    Sequence* seq = scheduled[i];
+    if (!seq->prefilling()) continue;
+    const int end = seq->num_computed + seq->step_tokens;
+    const int room = (static_cast<int>(seq->block_table.size()) + cache_.num_available()) * bs;
+    const int extra = std::min({static_cast<int>(seq->tokens.size()) - end, budget, room - end});
+    if (extra <= 0) continue;
+    const int need = (end + extra + bs - 1) / bs - static_cast<int>(seq->block_table.size());
+    if (need > 0) {
+      absl::StatusOr<std::vector<BlockId>> blocks = cache_.Allocate(need);
+      if (!blocks.ok()) continue;
+      seq->block_table.insert(seq->block_table.end(), blocks->begin(), blocks->end());
+    }
+    seq->step_tokens += extra;
+    budget -= extra;
   }
 
   if (scheduled.empty()) return report;

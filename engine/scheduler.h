@@ -2,12 +2,14 @@
 //
 // Each Step() packs, under a token budget: one token for every running request that is
 // decoding, the next chunk of every running request that is still prefilling, and chunks
-// of newly admitted requests. A request is admitted by matching its prompt against the
-// prefix cache: it computes only what is not cached. Every full block it computes is
-// inserted into the cache right after the step, so a request admitted a step later already
-// hits it; a waiting request whose prompt shares uncached blocks with one being prefilled
-// waits for them instead of computing them a second time. When blocks run out the cache
-// evicts; when that is not enough the newest running request is preempted (its blocks
+// of newly admitted requests. When several tenants have prompt tokens to compute, the
+// budget left after the decodes is shared among them by weight (max-min fair), so one
+// tenant's long prompts cannot hold back another's short one for steps on end. A request is
+// admitted by matching its prompt against the prefix cache: it computes only what is not cached.
+// Every full block it computes is inserted into the cache right after the step, so a request
+// admitted a step later already hits it; a waiting request whose prompt shares uncached blocks with
+// one being prefilled waits for them instead of computing them a second time. When blocks run out
+// the cache evicts; when that is not enough the newest running request is preempted (its blocks
 // released) and recomputed later, which reproduces its output exactly.
 //
 // Not thread-safe: the Engine's thread owns it.
@@ -18,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -134,6 +137,9 @@ class Scheduler {
   void Finish(Sequence& seq, absl::Status status, FinishReason reason, GenerationUpdate update,
               absl::Time now);
   void Remove(Sequence& seq);
+  // Each tenant's share of this step's prefill tokens, when more than one tenant has prompt
+  // tokens to compute (else empty: no limit). `may_admit`: waiting requests count too.
+  absl::flat_hash_map<std::string, int> PrefillShares(bool may_admit) const;
 
   LlamaModel& model_;
   PrefixCache& cache_;

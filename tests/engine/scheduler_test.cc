@@ -177,6 +177,53 @@ TEST_F(SchedulerTest, AWeightedTenantGetsTurnsInProportion) {
   EXPECT_THAT(finished_, ElementsAre(1, 11, 2, 3, 4, 12, 5, 6, 7, 13, 8, 14));
 }
 
+// Compute within a step: the oldest running prompts do not take the whole budget while
+// another tenant's short prompt waits (its first token would wait for all of them).
+TEST_F(SchedulerTest, AShortPromptIsNotHeldBackByAnotherTenantsLongOnes) {
+  Build(/*cache_enabled=*/true, /*budget=*/64);
+  for (int i = 1; i <= 3; ++i) Add(i, Prompt(10 * i, 300), 2, "bulk");
+  scheduler_->Step(absl::Now());  // bulk alone: the whole budget
+  EXPECT_EQ(scheduler_->counters().prompt_tokens_computed, 64);
+  Add(11, Prompt(400, 20), 2, "chat");
+  const StepReport step = scheduler_->Step(absl::Now());
+  // chat's 20 tokens and its first token in the next step; bulk keeps the rest of it.
+  EXPECT_EQ(outputs_[11].tokens.size(), 1u);
+  EXPECT_EQ(step.prefill_tokens, 64);
+  EXPECT_EQ(scheduler_->counters().prompt_tokens_computed, 128);
+  RunToIdle();
+  for (RequestId id : {1, 2, 3, 11}) EXPECT_EQ(outputs_[id].tokens.size(), 2u) << id;
+
+  // The same outputs as each request computed alone.
+  const std::map<RequestId, Output> shared = outputs_;
+  for (RequestId id : {1, 2, 3, 11}) {
+    Build(/*cache_enabled=*/true, /*budget=*/64);
+    Add(id, id == 11 ? Prompt(400, 20) : Prompt(10 * static_cast<int>(id), 300), 2);
+    RunToIdle();
+    EXPECT_EQ(outputs_[id].tokens, shared.at(id).tokens) << id;
+  }
+}
+
+TEST_F(SchedulerTest, TenantsShareAStepsPrefillByWeight) {
+  auto first_token_steps = [&](absl::flat_hash_map<std::string, int> weights) {
+    Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/8, std::move(weights));
+    Add(1, Prompt(100, 96), 2, "heavy");
+    Add(2, Prompt(400, 96), 2, "light");
+    std::map<RequestId, int> steps;
+    for (int step = 1; steps.size() < 2; ++step) {
+      scheduler_->Step(absl::Now());
+      for (RequestId id : {1, 2}) {
+        if (!outputs_[id].tokens.empty()) steps.try_emplace(id, step);
+      }
+    }
+    return steps;
+  };
+  // Equal weights: 32 tokens each a step, both prompts done in the third.
+  EXPECT_THAT(first_token_steps({}), ElementsAre(std::pair(1, 3), std::pair(2, 3)));
+  // 3:1: heavy takes 48 a step, its first token in the second; light, 16 a step until then
+  // (then all but heavy's decode token), in the fourth.
+  EXPECT_THAT(first_token_steps({{"heavy", 3}}), ElementsAre(std::pair(1, 2), std::pair(2, 4)));
+}
+
 TEST_F(SchedulerTest, ATenantBackFromIdleGetsNoBankedTurns) {
   Build(/*cache_enabled=*/true, /*budget=*/64, /*max_running=*/1);
   for (int i = 1; i <= 8; ++i) Add(i, Prompt(20 * i, 20), 1, "a");
