@@ -477,6 +477,11 @@ void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int cou
   event.ns = node->ns->name;
   event.parent = first == 0 ? node->parent_key : node->keys[first - 1];
   event.keys.assign(node->keys.begin() + first, node->keys.begin() + first + count);
+  if (kind == CacheEvent::Kind::kStored) {
+    event.parent_is_root = first == 0 && node->parent->parent == nullptr;
+    event.tokens.assign(node->tokens.begin() + first * block_size_,
+                        node->tokens.begin() + (first + count) * block_size_);
+  }
   sink_(event);
 }
 
@@ -557,8 +562,13 @@ std::vector<CacheEvent> RadixTree::Snapshot() const {
       const Node* node = stack.back();
       stack.pop_back();
       if (node->num_blocks() > 0) {
-        events.push_back(
-            {sequence_, CacheEvent::Kind::kStored, state->name, node->parent_key, node->keys});
+        events.push_back({.sequence = sequence_,
+                          .kind = CacheEvent::Kind::kStored,
+                          .ns = state->name,
+                          .parent = node->parent_key,
+                          .parent_is_root = node->parent->parent == nullptr,
+                          .keys = node->keys,
+                          .tokens = node->tokens});
       }
       for (const auto& [key, child] : node->children) stack.push_back(child.get());
     }

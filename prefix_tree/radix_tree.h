@@ -72,9 +72,11 @@ struct CacheEvent {
   enum class Kind { kStored, kRemoved };
   uint64_t sequence = 0;  // strictly increasing per tree
   Kind kind = Kind::kStored;
-  std::string ns;   // CacheNamespace::DisplayName()
-  BlockKey parent;  // kStored: key of the block before keys[0] (or the namespace key)
+  std::string ns;               // CacheNamespace::DisplayName()
+  BlockKey parent;              // kStored: key of the block before keys[0] (or the namespace key)
+  bool parent_is_root = false;  // kStored: keys[0] is the first block of its sequence
   std::vector<BlockKey> keys;
+  std::vector<TokenId> tokens;  // kStored: the blocks' token ids, keys.size() * block_size
 };
 using CacheEventSink = std::function<void(const CacheEvent&)>;
 

@@ -13,10 +13,13 @@ PACKAGES=(
   libcpp-httplib-dev libpcre2-dev libssl-dev
   libboost-dev  # Boost.Beast/Asio: the OpenAI-compatible HTTP API (service/async_http.cc)
   libspdlog-dev  # the request log (service/request_log.cc)
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev  # KV events in vLLM's wire format (service/kv_events.cc)
+  haproxy  # prefix-affine routing over replicas (deploy/haproxy.cfg, scripts/cluster.sh)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime
-  python3 python3-grpcio python3-protobuf  # example Python client and its test
+  python3 python3-grpcio python3-protobuf python3-xxhash  # example Python client and its test
+  python3-zmq python3-msgpack  # the KV events test decodes them independently of the server
   python3-jinja2  # the Jinja differential test (tests/tokenizer/jinja_differential_test.py)
   prometheus chromium  # metrics and dashboard tests (a real scraper and a headless browser)
   openssl  # the TLS tests make their certificates at test time

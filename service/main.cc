@@ -46,6 +46,19 @@ ABSL_FLAG(std::string, openai_listen, "127.0.0.1:8000",
 ABSL_FLAG(std::string, served_model_name, "",
           "the model name the OpenAI API lists and accepts in \"model\"; default: the model's id "
           "(its folder name)");
+ABSL_FLAG(std::string, kv_events_endpoint, "",
+          "publish the prefix cache's block events (stored, removed) on a ZeroMQ PUB socket "
+          "bound here, in vLLM's KV-events format, for cache-aware routers (llm-d, Dynamo, "
+          "SGLang's router), e.g. tcp://127.0.0.1:5557 (vLLM's port; tcp://HOST:* picks one); "
+          "the events carry every tenant's token ids: keep it on loopback or a private "
+          "network; empty: off");
+ABSL_FLAG(std::string, kv_events_replica_id, "",
+          "this replica's name in the KV events topic kv@<replica>@<model> (llm-d's "
+          "convention); default: the host name and gRPC port");
+ABSL_FLAG(std::string, kv_events_format, "array",
+          "event layout: \"array\" (msgspec array_like structs, as vLLM sent them before June "
+          "2026 and llm-d, Dynamo and SGLang read them) or \"map\" (the tagged maps vLLM sends "
+          "since)");
 ABSL_FLAG(std::string, request_log, "",
           "file to append the request log to (one line per finished or refused request: time, "
           "id, tenant, protocol, prompt/cached/completion tokens, queue time, TTFT, total, "
@@ -291,6 +304,37 @@ int Run() {
   server_options.http_listen = absl::GetFlag(FLAGS_http_listen);
   server_options.openai_listen = absl::GetFlag(FLAGS_openai_listen);
   server_options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (!absl::GetFlag(FLAGS_kv_events_endpoint).empty()) {
+    absl::StatusOr<KvEventsFormat> format =
+        ParseKvEventsFormat(absl::GetFlag(FLAGS_kv_events_format));
+    if (!format.ok()) {
+      std::fprintf(stderr, "prefixd: --kv_events_format: %s\n",
+                   std::string(format.status().message()).c_str());
+      return 2;
+    }
+    std::string replica = absl::GetFlag(FLAGS_kv_events_replica_id);
+    if (replica.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      const std::string listen = absl::GetFlag(FLAGS_listen);
+      replica = absl::StrCat(host, ":", listen.substr(listen.rfind(':') + 1));
+    }
+    const std::string served = server_options.served_model_name.empty()
+                                   ? (*engine)->model_id()
+                                   : server_options.served_model_name;
+    // Routers split the topic at '@' into exactly three parts.
+    if (replica.find('@') != std::string::npos || served.find('@') != std::string::npos) {
+      std::fprintf(stderr,
+                   "prefixd: the KV events topic kv@%s@%s would not parse: neither the replica "
+                   "id nor the model name may contain '@' (--kv_events_replica_id, "
+                   "--served_model_name)\n",
+                   replica.c_str(), served.c_str());
+      return 2;
+    }
+    server_options.kv_events = {.endpoint = absl::GetFlag(FLAGS_kv_events_endpoint),
+                                .topic = absl::StrCat("kv@", replica, "@", served),
+                                .format = *format};
+  }
   server_options.request_log = {.path = absl::GetFlag(FLAGS_request_log),
                                 .level = absl::GetFlag(FLAGS_log_level),
                                 .log_prompts = absl::GetFlag(FLAGS_log_prompts)};
@@ -306,6 +350,10 @@ int Run() {
   }
   if (const std::string openai = (*server)->openai_url(); !openai.empty()) {
     std::printf("prefixd: OpenAI-compatible API on %s/v1\n", openai.c_str());
+  }
+  if (const std::string events = (*server)->kv_events_endpoint(); !events.empty()) {
+    std::printf("prefixd: KV events on %s, topic %s\n", events.c_str(),
+                server_options.kv_events.topic.c_str());
   }
   std::printf("prefixd: listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

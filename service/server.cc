@@ -54,6 +54,12 @@ absl::StatusOr<std::unique_ptr<PrefixdServer>> PrefixdServer::Start(Engine* engi
     if (!http.ok()) return http.status();
     s->http_ = *std::move(http);
   }
+  if (!s->options_.kv_events.endpoint.empty()) {
+    absl::StatusOr<std::unique_ptr<KvEventPublisher>> events =
+        KvEventPublisher::Start(engine, s->options_.kv_events);
+    if (!events.ok()) return events.status();
+    s->kv_events_ = *std::move(events);
+  }
   if (!s->options_.openai_listen.empty()) {
     OpenAiServerOptions openai;
     openai.http.listen = s->options_.openai_listen;
@@ -125,6 +131,7 @@ void PrefixdServer::Drain() {
   }
   // The metrics die with this server; the engine may live on.
   context_.engine->SetStepObserver(nullptr);
+  kv_events_.reset();  // the last events (the requests' ends) are sent
   if (http_ != nullptr) http_->Stop();
 }
 

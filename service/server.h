@@ -12,6 +12,7 @@
 #include "service/cache_service.h"
 #include "service/generation_service.h"
 #include "service/http_server.h"
+#include "service/kv_events.h"
 #include "service/openai_server.h"
 #include "service/request_log.h"
 #include "service/service_context.h"
@@ -44,6 +45,9 @@ struct ServerOptions {
   // Token ids of recent chat replies, per namespace (service/reply_memory.h); 0: off, every
   // reply in a conversation is re-tokenized from its text.
   size_t reply_memory_bytes = size_t{64} << 20;
+  // The cache's events on a ZeroMQ PUB socket in vLLM's format (service/kv_events.h).
+  // Empty endpoint: off.
+  KvEventsOptions kv_events;
 };
 
 class PrefixdServer {
@@ -60,6 +64,10 @@ class PrefixdServer {
   std::string http_address() const { return http_ != nullptr ? http_->address() : ""; }
   // The OpenAI API's base URL (http(s)://HOST:PORT); empty when it is off.
   std::string openai_url() const { return openai_ != nullptr ? openai_->url() : ""; }
+  // The KV events socket's bound endpoint; empty when it is off.
+  std::string kv_events_endpoint() const {
+    return kv_events_ != nullptr ? kv_events_->endpoint() : "";
+  }
 
   // Health flips to NOT_SERVING (and /readyz to 503) and new calls get UNAVAILABLE (503 on
   // the OpenAI port, which stops accepting connections);
@@ -83,6 +91,7 @@ class PrefixdServer {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<OpenAiServer> openai_;
+  std::unique_ptr<KvEventPublisher> kv_events_;
   int port_ = 0;
   bool drained_ = false;
 };

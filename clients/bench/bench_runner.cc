@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "clients/bench/progress_bar.h"
 #include "clients/bench/run_state.h"
+#include "clients/cpp/prefix_key.h"
 
 namespace prefixd::bench {
 namespace {
@@ -37,7 +38,7 @@ class GenerateStream final : public grpc::ClientReadReactor<v1::GenerateResponse
   }
 
   void Start(const PrefixdClient& client) {
-    client.PrepareContext(&context_);
+    client.PrepareContext(&context_, PrefixKey(request_));
     record_->start_s = state_->Elapsed();
     client.generation_stub()->async()->Generate(&context_, &request_, this);
     StartRead(&response_);

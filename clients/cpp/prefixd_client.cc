@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "clients/cpp/prefix_key.h"
 
 namespace prefixd {
 namespace {
@@ -105,9 +106,13 @@ PrefixdClient::PrefixdClient(std::shared_ptr<grpc::Channel> channel, ClientOptio
       cache_(v1::Cache::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
-void PrefixdClient::PrepareContext(grpc::ClientContext* context) const {
+void PrefixdClient::PrepareContext(grpc::ClientContext* context,
+                                   const std::string& prefix_key) const {
   if (!options_.bearer_token.empty()) {
     context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.bearer_token));
+  }
+  if (options_.send_prefix_key && !prefix_key.empty()) {
+    context->AddMetadata(kPrefixKeyHeader, prefix_key);
   }
   if (options_.deadline != absl::InfiniteDuration()) {
     context->set_deadline(std::chrono::system_clock::now() +
@@ -119,7 +124,7 @@ absl::Status PrefixdClient::Generate(const v1::GenerateRequest& request,
                                      const ResponseCallback& on_response,
                                      CallHandle* handle) const {
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, PrefixKey(request));
   AttachedCall attached(handle, &context);
   if (!attached.attached()) return CancelledBeforeStart();
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
@@ -160,7 +165,7 @@ absl::StatusOr<v1::CacheStats> PrefixdClient::GetStats() const {
 
 absl::StatusOr<v1::PinResponse> PrefixdClient::Pin(const v1::PinRequest& request) const {
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, PrefixKey(request));
   v1::PinResponse response;
   grpc::Status status = cache_->Pin(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
@@ -169,7 +174,7 @@ absl::StatusOr<v1::PinResponse> PrefixdClient::Pin(const v1::PinRequest& request
 
 absl::StatusOr<v1::UnpinResponse> PrefixdClient::Unpin(const v1::UnpinRequest& request) const {
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, PrefixKey(request));
   v1::UnpinResponse response;
   grpc::Status status = cache_->Unpin(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);

@@ -47,6 +47,9 @@ struct ClientOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // Generate, Pin and Unpin send the prompt's `x-prefix-key` (prefix_key.h), so a proxy in
+  // front of several replicas keeps requests that share a prefix on one replica.
+  bool send_prefix_key = true;
 };
 
 // The credentials `options` ask for: insecure, TLS, or mutual TLS. Errors name the file.
@@ -93,9 +96,10 @@ class PrefixdClient {
   absl::Status WatchEvents(const EventCallback& on_event, CallHandle* handle) const;
 
   // For callers that drive calls with gRPC's async or callback API (prefix-bench): the stub,
-  // and a context prepared as this client prepares its own (token, deadline).
+  // and a context prepared as this client prepares its own (token, deadline, and
+  // `prefix_key` when not empty and options().send_prefix_key).
   v1::Generation::Stub* generation_stub() const { return generation_.get(); }
-  void PrepareContext(grpc::ClientContext* context) const;
+  void PrepareContext(grpc::ClientContext* context, const std::string& prefix_key = "") const;
 
   const ClientOptions& options() const { return options_; }
 

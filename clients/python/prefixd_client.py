@@ -105,8 +105,9 @@ class PrefixdClient:
             sampling.top_p = top_p
         if seed is not None:
             sampling.seed = seed
-        return self._generation.Generate(request, timeout=self._timeout,
-                                         metadata=self._metadata)
+        return self._generation.Generate(
+            request, timeout=self._timeout,
+            metadata=self._metadata + ((PREFIX_KEY_HEADER, prefix_key(request)),))
 
     def tokenize(self, prompt=None, messages=None):
         """The TokenizeResponse for text or a conversation: prompt_text (the rendered
@@ -129,6 +130,37 @@ class PrefixdClient:
         """The CacheStats message: hit rate, blocks by state, per-namespace counters."""
         return self._cache.GetStats(cache_pb2.GetStatsRequest(), timeout=self._timeout,
                                     metadata=self._metadata)
+
+
+PREFIX_KEY_HEADER = "x-prefix-key"
+
+
+def prefix_key(request):
+    """The `x-prefix-key` of a GenerateRequest (or PinRequest): the same rule as the C++
+    client (clients/cpp/prefix_key.h, docs/scale-out.md), so that a proxy in front of several
+    replicas sends requests that share a prefix to the same one."""
+    import xxhash  # python3-xxhash
+
+    material = request.shared_namespace.encode() + b"\n"
+    kind = request.WhichOneof("prompt")
+    if kind == "chat":
+        material += b"chat\n"
+        messages = list(request.chat.messages)
+        leading = 0
+        while leading < len(messages) and messages[leading].role in ("system", "developer"):
+            leading += 1
+        for message in messages[:leading] if leading else messages[:1]:
+            text = (message.text if message.WhichOneof("content") != "parts" else
+                    "".join(part.text for part in message.parts.parts))
+            material += f"{message.role}\n{text}\n".encode()
+        material += request.chat.tools_json.encode()
+    elif kind == "text":
+        material += b"text\n" + request.text.encode()[:1024]
+    elif kind == "token_ids":
+        material += b"ids\n" + "".join(f"{i}," for i in request.token_ids.ids[:256]).encode()
+    else:
+        return ""
+    return xxhash.xxh64(material, seed=0).hexdigest()
 
 
 def conversation(messages):

@@ -5,7 +5,8 @@ usage: python_client_test.py SERVER_BINARY CLIENT_SCRIPT
 
 Checks that `generate` streams text to stdout and reports usage on stderr, that the second
 call with the same prompt reports cached_tokens > 0, that `tokenize` shows a conversation's
-rendered chat template and ids, and that `stats` prints the hit rate.
+rendered chat template and ids, that `stats` prints the hit rate, and that its
+x-prefix-key is the C++ client's (tests/clients/prefix_key_test.cc has the same figures).
 """
 
 import re
@@ -49,8 +50,27 @@ def check(condition, message):
         raise SystemExit(f"FAIL: {message}")
 
 
+def check_prefix_keys(client_script):
+    """The Python client's prefix_key() against the C++ client's figures."""
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location("prefixd_client", client_script)
+    sys.path.insert(0, os.path.dirname(client_script))  # its generated stubs
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    gen = client.generation_pb2
+    check(client.prefix_key(gen.GenerateRequest(text="hello")) == "658e980f05195ead",
+          "text prefix key differs from the C++ client's")
+    chat = gen.GenerateRequest(chat=client.conversation(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]))
+    check(client.prefix_key(chat) == "84afb6d64c6b1260", "chat prefix key differs")
+    ids = gen.GenerateRequest(shared_namespace="team", token_ids=gen.TokenIds(ids=[1, 2, 3]))
+    check(client.prefix_key(ids) == "d126b25cbd6b2030", "token ids prefix key differs")
+
+
 def main():
     server_binary, client_script = sys.argv[1], sys.argv[2]
+    check_prefix_keys(client_script)
     server, target = start_server(server_binary)
     try:
         cached = []

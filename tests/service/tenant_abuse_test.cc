@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -234,8 +235,12 @@ TEST(TenantAbuseTest, AHostileTenantHurtsOnlyItself) {
                                                         kOps, R"("], "admin": true,
        "kv_share": 0}]})"));
   // 512 blocks of 16 tokens: hostile's flood alone would fill it within a few requests.
+  // PREFIXD_ABUSE_BATCH_TOKENS sets the step budget, for the figures (docs/benchmarks.md).
+  const char* batch_tokens = std::getenv("PREFIXD_ABUSE_BATCH_TOKENS");
+  const std::string max_batch_tokens = batch_tokens != nullptr ? batch_tokens : "512";
   auto server = ServerProcess::Start({"--tokens_file=" + tokens, "--kv_cache_tokens=8192",
-                                      "--max_running_requests=16", "--max_batch_tokens=512"});
+                                      "--max_running_requests=16",
+                                      "--max_batch_tokens=" + max_batch_tokens});
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string target = (*server)->target();
   const std::string side_port = (*server)->http_address();
@@ -404,7 +409,10 @@ TEST(TenantAbuseTest, AHostileTenantHurtsOnlyItself) {
 
   // The report.
   nlohmann::json report = {
-      {"server", {{"kv_cache_blocks", stats.blocks().total()}, {"max_running_requests", 16}}},
+      {"server",
+       {{"kv_cache_blocks", stats.blocks().total()},
+        {"max_running_requests", 16},
+        {"max_batch_tokens", std::stoi(max_batch_tokens)}}},
       {"normal",
        {{"requests_alone", ttft_alone.size()},
         {"requests_under_abuse", ttft_abused.size()},
