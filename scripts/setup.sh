@@ -14,7 +14,7 @@ PACKAGES=(
   libboost-dev  # Boost.Beast/Asio: the OpenAI-compatible HTTP API (service/async_http.cc)
   libspdlog-dev  # the request log (service/request_log.cc)
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev  # KV events in vLLM's wire format (service/kv_events.cc)
-  haproxy  # prefix-affine routing over replicas (deploy/haproxy.cfg, scripts/cluster.sh)
+  haproxy curl  # prefix-affine routing over replicas (deploy/haproxy.cfg, deploy/cluster.sh)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtime

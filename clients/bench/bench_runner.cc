@@ -53,8 +53,9 @@ class GenerateStream final : public grpc::ClientReadReactor<v1::GenerateResponse
 
   void OnDone(const grpc::Status& status) override {
     record_->end_s = state_->Elapsed();
-    record_->code = static_cast<absl::StatusCode>(status.error_code());
-    record_->message = status.error_message();
+    const absl::Status s = FromGrpcStatus(status);
+    record_->code = s.code();
+    record_->message = std::string(s.message());
     const bool failed = !FailureReason(*record_).empty();
     std::shared_ptr<RunState> state = std::move(state_);
     delete this;

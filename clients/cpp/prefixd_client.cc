@@ -44,6 +44,14 @@ absl::Status CancelledBeforeStart() {
 }  // namespace
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
+  // gRPC reports a stream that ended without the server's status (its connection was cut:
+  // a proxy in front of replicas ends a dead replica's streams this way) as UNKNOWN "Stream
+  // removed". It is a transport failure like any other: UNAVAILABLE, worth a retry.
+  if (status.error_code() == grpc::StatusCode::UNKNOWN &&
+      status.error_message() == "Stream removed") {
+    return absl::UnavailableError(
+        "the stream was cut before the server's status (its connection or replica went away)");
+  }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 

@@ -111,7 +111,8 @@ class PrefixdClient {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
-// grpc::Status → absl::Status with the same code and message.
+// grpc::Status → absl::Status with the same code and message; a stream cut before the
+// server's status (gRPC's UNKNOWN "Stream removed") is UNAVAILABLE.
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace prefixd

@@ -327,7 +327,10 @@ def main(argv=None):
             return 0
     except grpc.RpcError as error:
         sys.stderr.write(f"prefixd_client: {error.code().name}: {error.details()}\n")
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
+        # A stream cut before the server's status (a proxy ending a dead replica's streams)
+        # is a transport failure, as in the C++ client.
+        cut = error.code() == grpc.StatusCode.UNKNOWN and error.details() == "Stream removed"
+        if error.code() == grpc.StatusCode.UNAVAILABLE or cut:
             return EXIT_UNAVAILABLE
         return EXIT_SERVER_ERROR
 
