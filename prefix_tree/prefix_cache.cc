@@ -58,6 +58,16 @@ absl::StatusOr<std::vector<BlockId>> PrefixCache::Allocate(int n) {
   return pool_.Allocate(n);
 }
 
+absl::Status PrefixCache::Promote(PrefixMatch& match) {
+  const int n = match.num_host_blocks();
+  if (n == 0) return absl::OkStatus();
+  absl::StatusOr<std::vector<BlockId>> blocks = Allocate(n);
+  if (!blocks.ok()) return blocks.status();
+  for (BlockId b : *blocks) cached_[b] = true;
+  tree_.Promote(match, *blocks);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> PrefixCache::Pin(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
   if (!enabled_) {
     return absl::FailedPreconditionError("the prefix cache is disabled on this server");
@@ -89,6 +99,10 @@ CacheStats PrefixCache::Stats() const {
   s.blocks.evictable = s.tree.evictable_blocks;
   s.blocks.in_use = s.blocks.total - s.blocks.free - s.blocks.evictable;
   s.blocks.pinned = s.tree.pinned_blocks;
+  s.host_blocks.total = s.tree.host_capacity_blocks;
+  s.host_blocks.in_use = s.tree.host_held_blocks;
+  s.host_blocks.evictable = s.tree.host_cached_blocks - s.tree.host_held_blocks;
+  s.host_blocks.free = s.host_blocks.total - s.tree.host_cached_blocks;
   return s;
 }
 
@@ -117,6 +131,13 @@ absl::Status PrefixCache::CheckAccounting(const std::vector<BlockId>* private_bl
     return absl::InternalError("more blocks are free or cached than the pool has");
   }
   const CacheStats stats = Stats();
+  const BlockCounts& host = stats.host_blocks;
+  if (host.free < 0 || host.evictable < 0 || host.in_use < 0 ||
+      host.free + host.evictable + host.in_use != host.total) {
+    return absl::InternalError(absl::StrCat("host tier states do not add up: free ", host.free,
+                                            " + evictable ", host.evictable, " + in use ",
+                                            host.in_use, " vs capacity ", host.total));
+  }
   if (stats.blocks.free + stats.blocks.evictable + stats.blocks.in_use != stats.blocks.total ||
       stats.blocks.in_use != num_private + stats.tree.held_blocks) {
     return absl::InternalError(absl::StrCat(

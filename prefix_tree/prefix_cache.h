@@ -5,6 +5,11 @@
 // cached (owned by the tree: in use while a request holds it or it is pinned, evictable
 // otherwise). Invariant: free + evictable + in_use == capacity, where in_use counts the
 // private blocks and the held cached ones.
+//
+// With a host tier (RadixTreeOptions::host_blocks), evicted blocks move to host slots and
+// stay cached there; a Match that reaches them must Promote() them into device blocks
+// before use. The same invariant holds on that tier, over its capacity: free (including
+// slots not yet backed by memory) + evictable + in_use (on a held path) == capacity.
 #ifndef PREFIXD_PREFIX_TREE_PREFIX_CACHE_H_
 #define PREFIXD_PREFIX_TREE_PREFIX_CACHE_H_
 
@@ -39,6 +44,7 @@ struct CacheStats {
   int block_size = 0;
   bool enabled = true;
   BlockCounts blocks;
+  BlockCounts host_blocks;  // the host tier (total 0 without one; pinned always 0)
   TreeStats tree;
 };
 
@@ -61,6 +67,13 @@ class PrefixCache {
   InsertResult Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
                       absl::Span<const BlockId> blocks);
   void Release(PrefixMatch& match) { tree_.Release(match); }
+  // Allocates device blocks for the host blocks of `match` (evicting as Allocate does) and
+  // promotes them (RadixTree::Promote); ResourceExhausted, changing nothing, when the pool
+  // cannot give that many.
+  absl::Status Promote(PrefixMatch& match);
+  // The copies between the tiers queued since the last call (RadixTree::TakeTransfers).
+  std::vector<BlockTransfer> TakeTransfers() { return tree_.TakeTransfers(); }
+  bool has_host_tier() const { return tree_.has_host_tier(); }
 
   // `n` private blocks; evicts least recently used cached blocks when the free list is
   // short. ResourceExhausted (and nothing taken) when free + evictable < n.

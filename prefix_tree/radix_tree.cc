@@ -30,7 +30,9 @@ struct RadixNamespace {
   std::unique_ptr<RadixNode> root;
   int64_t query_tokens = 0;
   int64_t hit_tokens = 0;
-  int64_t cached_blocks = 0;
+  int64_t host_hit_tokens = 0;
+  int64_t cached_blocks = 0;  // on the device
+  int64_t host_cached_blocks = 0;
 };
 
 struct RadixTree::NamespaceState : RadixNamespace {};
@@ -41,20 +43,26 @@ struct RadixNode {
   RadixNode* parent = nullptr;  // nullptr for a namespace root
   BlockKey parent_key;          // key of the block just before keys[0]
   std::vector<BlockKey> keys;   // keys[i]: chained key of block i
-  std::vector<BlockId> blocks;  // blocks[i]: the KV block holding block i
+  std::vector<BlockId> blocks;  // blocks[i]: the device block holding block i, or kNoBlock
+  std::vector<BlockId> host;    // host[i]: the host slot holding block i, or kNoBlock
   std::vector<TokenId> tokens;  // blocks.size() * block_size token ids
+  // Blocks [0, device_blocks) are on the device, the rest in host memory.
+  int32_t device_blocks = 0;
+  int32_t device_children = 0;  // children with device blocks
   // Children by the key of their first block.
   absl::flat_hash_map<BlockKey, std::unique_ptr<RadixNode>> children;
   int32_t ref_count = 0;  // PrefixMatches whose path includes this node
   int32_t pin_count = 0;  // Pins whose path includes this node
   uint64_t last_access = 0;
   uint64_t id = 0;  // creation order: breaks LRU ties deterministically
-  bool in_lru = false;
+  bool in_lru = false;       // in the device eviction order
+  bool in_host_lru = false;  // in the host tier's
   int64_t hits = 0;    // Matches that used every block of this edge (and so its whole path)
   absl::Time created;  // when the edge's first block was cached
   absl::Time last_hit = absl::InfinitePast();  // the latest of those Matches
 
   int num_blocks() const { return static_cast<int>(blocks.size()); }
+  int num_host_blocks() const { return num_blocks() - device_blocks; }
   bool held() const { return ref_count > 0 || pin_count > 0; }
 };
 
@@ -63,10 +71,14 @@ struct RadixNode {
 PrefixMatch::PrefixMatch(PrefixMatch&& other) noexcept
     : node_(other.node_),
       blocks_(std::move(other.blocks_)),
+      host_(std::move(other.host_)),
+      promoted_(other.promoted_),
       block_size_(other.block_size_),
       state_(other.state_) {
   other.node_ = nullptr;
   other.blocks_.clear();
+  other.host_.clear();
+  other.promoted_ = 0;
   other.state_ = State::kEmpty;
 }
 
@@ -75,10 +87,14 @@ PrefixMatch& PrefixMatch::operator=(PrefixMatch&& other) noexcept {
     PREFIXD_CHECK(state_ != State::kActive, "assigning over a PrefixMatch that was not released");
     node_ = other.node_;
     blocks_ = std::move(other.blocks_);
+    host_ = std::move(other.host_);
+    promoted_ = other.promoted_;
     block_size_ = other.block_size_;
     state_ = other.state_;
     other.node_ = nullptr;
     other.blocks_.clear();
+    other.host_.clear();
+    other.promoted_ = 0;
     other.state_ = State::kEmpty;
   }
   return *this;
@@ -91,7 +107,13 @@ RadixTree::RadixTree(RadixTreeOptions options)
       seed_(options.seed),
       hash_(options.hash),
       clock_fn_(options.clock ? std::move(options.clock) : [] { return absl::Now(); }),
-      guaranteed_blocks_(std::move(options.guaranteed_blocks)) {
+      guaranteed_blocks_(std::move(options.guaranteed_blocks)),
+      host_capacity_(std::max<int32_t>(options.host_blocks, 0)),
+      grow_host_(std::move(options.grow_host)) {
+  if (host_capacity_ > 0 && !grow_host_) {
+    host_usable_ = host_capacity_;
+    for (BlockId slot = host_capacity_ - 1; slot >= 0; --slot) host_free_.push_back(slot);
+  }
   PREFIXD_CHECK(
       block_size_ >= 1 && block_size_ <= kMaxBlockSize && (block_size_ & (block_size_ - 1)) == 0,
       "block size must be a power of two in [1, ", kMaxBlockSize, "], got ", block_size_);
@@ -152,12 +174,18 @@ BlockKey RadixTree::LastKey(const Node* node) const {
 }
 
 void RadixTree::Account(const Node* node, int sign) {
-  const int64_t n = int64_t{sign} * node->num_blocks();
+  const int64_t n = int64_t{sign} * node->device_blocks;
+  const int64_t h = int64_t{sign} * node->num_host_blocks();
   cached_blocks_ += n;
   node->ns->cached_blocks += n;
   node->ns->owner->cached_blocks += n;
   RelistOwner(*node->ns->owner);
-  if (node->held()) held_blocks_ += n;
+  host_cached_blocks_ += h;
+  node->ns->host_cached_blocks += h;
+  if (node->held()) {
+    held_blocks_ += n;
+    host_held_blocks_ += h;
+  }
   if (node->pin_count > 0) pinned_blocks_ += n;
 }
 
@@ -172,8 +200,8 @@ void RadixTree::RemoveFromLru(Node* node) {
 }
 
 void RadixTree::UpdateLru(Node* node) {
-  const bool evictable_leaf =
-      node->parent != nullptr && !node->held() && node->children.empty() && node->num_blocks() > 0;
+  const bool evictable_leaf = node->parent != nullptr && !node->held() &&
+                              node->device_blocks > 0 && node->device_children == 0;
   if (evictable_leaf && !node->in_lru) {
     const LruEntry entry{node->last_access, node->id, node};
     lru_.insert(entry);
@@ -186,16 +214,48 @@ void RadixTree::UpdateLru(Node* node) {
   }
 }
 
+void RadixTree::UpdateHostLru(Node* node) {
+  const bool evictable = node->parent != nullptr && !node->held() && node->children.empty() &&
+                         node->num_host_blocks() > 0;
+  const LruEntry entry{node->last_access, node->id, node};
+  if (evictable && !node->in_host_lru) {
+    host_lru_.insert(entry);
+    node->in_host_lru = true;
+  } else if (!evictable && node->in_host_lru) {
+    host_lru_.erase(entry);
+    node->in_host_lru = false;
+  }
+}
+
+void RadixTree::Relist(Node* node) {
+  UpdateLru(node);
+  UpdateHostLru(node);
+}
+
+void RadixTree::Unlist(Node* node) {
+  RemoveFromLru(node);
+  if (node->in_host_lru) {
+    host_lru_.erase(LruEntry{node->last_access, node->id, node});
+    node->in_host_lru = false;
+  }
+}
+
+void RadixTree::ChildDeviceChanged(Node* parent, int delta) {
+  parent->device_children += delta;
+  PREFIXD_CHECK(parent->device_children >= 0, "negative device child count on node ", parent->id);
+  UpdateLru(parent);
+}
+
 void RadixTree::AddHold(Node* node, int delta_ref, int delta_pin) {
   for (Node* n = node; n != nullptr; n = n->parent) {
-    RemoveFromLru(n);
+    Unlist(n);
     Account(n, -1);
     n->ref_count += delta_ref;
     n->pin_count += delta_pin;
     PREFIXD_CHECK(n->ref_count >= 0 && n->pin_count >= 0, "negative hold count on node ", n->id);
     n->last_access = clock_;
     Account(n, +1);
-    UpdateLru(n);
+    Relist(n);
   }
 }
 
@@ -207,6 +267,7 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   auto it = parent->children.find(node->keys[0]);
   PREFIXD_CHECK(it != parent->children.end() && it->second.get() == node, "broken child link");
   std::unique_ptr<Node> owned = std::move(it->second);
+  Unlist(node);
 
   auto head = std::make_unique<Node>();
   head->ns = node->ns;
@@ -214,6 +275,8 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   head->parent_key = node->parent_key;
   head->keys.assign(node->keys.begin(), node->keys.begin() + keep_blocks);
   head->blocks.assign(node->blocks.begin(), node->blocks.begin() + keep_blocks);
+  head->host.assign(node->host.begin(), node->host.begin() + keep_blocks);
+  head->device_blocks = std::min(node->device_blocks, keep_blocks);
   head->tokens.assign(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
   head->ref_count = node->ref_count;
   head->pin_count = node->pin_count;
@@ -226,6 +289,9 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   Account(node, -1);
   node->keys.erase(node->keys.begin(), node->keys.begin() + keep_blocks);
   node->blocks.erase(node->blocks.begin(), node->blocks.begin() + keep_blocks);
+  node->host.erase(node->host.begin(), node->host.begin() + keep_blocks);
+  node->device_blocks = std::max(node->device_blocks - keep_blocks, 0);
+  head->device_children = node->device_blocks > 0 ? 1 : 0;  // the parent's count is unchanged
   node->tokens.erase(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
   node->parent = head.get();
   node->parent_key = head->keys.back();
@@ -235,11 +301,13 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   Node* raw = head.get();
   head->children.emplace(node->keys[0], std::move(owned));
   it->second = std::move(head);  // same key: head's first block is node's old first block
+  Relist(node);
+  Relist(raw);
   return raw;
 }
 
 RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, int first_block,
-                                 std::vector<BlockId>& blocks) {
+                                 std::vector<BlockId>& blocks, std::vector<BlockId>& host) {
   const int num_full = static_cast<int>(tokens.size() / block_size_);
   int b = first_block;
   while (b < num_full) {
@@ -257,7 +325,8 @@ RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, i
     }
     if (j == 0) break;  // same key, other tokens: a collision, never a hit
     if (j < len) child = Split(child, j);
-    blocks.insert(blocks.end(), child->blocks.begin(), child->blocks.end());
+    blocks.insert(blocks.end(), child->blocks.begin(), child->blocks.begin() + child->device_blocks);
+    host.insert(host.end(), child->host.begin() + child->device_blocks, child->host.end());
     b += j;
     node = child;
     if (j < len) break;
@@ -271,7 +340,7 @@ PrefixMatch RadixTree::Match(const CacheNamespace& ns, absl::Span<const TokenId>
   ++clock_;
   PrefixMatch match;
   match.block_size_ = block_size_;
-  Node* end = Walk(state.root.get(), tokens, 0, match.blocks_);
+  Node* end = Walk(state.root.get(), tokens, 0, match.blocks_, match.host_);
   AddHold(end, +1, 0);
   match.node_ = end;
   match.state_ = PrefixMatch::State::kActive;
@@ -288,12 +357,71 @@ void RadixTree::CountLookup(const CacheNamespace& ns, const PrefixMatch& match,
     n->last_hit = now;
   }
   state.query_tokens += query_tokens;
-  state.hit_tokens += match.num_tokens();
+  state.hit_tokens += int64_t{match.num_blocks() + match.num_host_blocks()} * block_size_;
+  state.host_hit_tokens += int64_t{match.promoted_blocks() + match.num_host_blocks()} * block_size_;
+}
+
+int RadixTree::Promote(PrefixMatch& match, absl::Span<const BlockId> device_blocks) {
+  PREFIXD_CHECK(match.active(), "Promote through a PrefixMatch that is not active");
+  PREFIXD_CHECK(device_blocks.size() == match.host_.size(), "Promote of ", match.host_.size(),
+                " host blocks into ", device_blocks.size(), " device blocks");
+  if (device_blocks.empty()) return 0;
+  ++clock_;
+  ToDevice(match.node_, device_blocks, /*copy=*/true);
+  match.blocks_.insert(match.blocks_.end(), device_blocks.begin(), device_blocks.end());
+  match.host_.clear();
+  match.promoted_ += static_cast<int>(device_blocks.size());
+  return static_cast<int>(device_blocks.size());
+}
+
+void RadixTree::ToDevice(Node* end, absl::Span<const BlockId> device_blocks, bool copy) {
+  // The host blocks are the path's last ones: collect their nodes, then convert from the
+  // top, so the device part grows down the path.
+  std::vector<Node*> nodes;
+  int left = static_cast<int>(device_blocks.size());
+  for (Node* n = end; left > 0; n = n->parent) {
+    PREFIXD_CHECK(n->parent != nullptr, "fewer host blocks on the path than to convert");
+    if (n->num_host_blocks() > 0) nodes.push_back(n);
+    left -= n->num_host_blocks();
+  }
+  PREFIXD_CHECK(left == 0, "host blocks to convert do not end at a node boundary");
+  size_t next = 0;
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+    Node* n = *it;
+    const int first = n->device_blocks, count = n->num_host_blocks();
+    Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, n, first, count);
+    Unlist(n);
+    Account(n, -1);
+    for (int i = first; i < n->num_blocks(); ++i) {
+      const BlockId device = device_blocks[next++];
+      if (copy) {
+        transfers_.push_back({BlockTransfer::Direction::kToDevice, device, n->host[i]});
+        host_released_.push_back(n->host[i]);  // read by the promotion: reused after it
+      } else {
+        host_free_.push_back(n->host[i]);
+      }
+      n->host[i] = kNoBlock;
+      n->blocks[i] = device;
+    }
+    n->device_blocks = n->num_blocks();
+    Account(n, +1);
+    Relist(n);
+    if (first == 0) ChildDeviceChanged(n->parent, +1);
+    if (copy) promoted_blocks_ += count;
+    Emit(CacheEvent::Kind::kStored, CacheEvent::Medium::kDevice, n, first, count);
+  }
+}
+
+std::vector<BlockTransfer> RadixTree::TakeTransfers() {
+  host_free_.insert(host_free_.end(), host_released_.begin(), host_released_.end());
+  host_released_.clear();
+  return std::exchange(transfers_, {});
 }
 
 InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
                                absl::Span<const BlockId> blocks) {
   PREFIXD_CHECK(match.active(), "Insert through a PrefixMatch that is not active");
+  PREFIXD_CHECK(match.host_.empty(), "Insert through a PrefixMatch with host blocks (Promote them)");
   ++clock_;
   InsertResult result;
   const int num_full =
@@ -304,9 +432,17 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
   // Blocks that are cached already (by another request since `match` was taken).
   Node* const start = match.node_;
   const int before = match.num_blocks();
-  Node* end = Walk(start, tokens, before, match.blocks_);
+  std::vector<BlockId> host;
+  Node* end = Walk(start, tokens, before, match.blocks_, host);
   for (int i = before; i < match.num_blocks(); ++i) {
     if (match.blocks_[i] != blocks[i]) result.duplicate_indices.push_back(i);
+  }
+  if (!host.empty()) {
+    // Cached in host memory: the caller's blocks hold the same tokens' KV on the device
+    // already, so the tree takes them and lets the host copies go.
+    const auto adopted = blocks.subspan(match.blocks_.size(), host.size());
+    ToDevice(end, adopted, /*copy=*/false);
+    match.blocks_.insert(match.blocks_.end(), adopted.begin(), adopted.end());
   }
 
   int b = match.num_blocks();
@@ -322,11 +458,12 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
       // it (a leaf, not pinned, held only by us) and no match has used it as a prefix yet
       // (its hits count that prefix, not a longer one); otherwise hang a new child under it.
       const bool extend = end->parent != nullptr && end->children.empty() && end->pin_count == 0 &&
-                          end->ref_count == (end == start ? 1 : 0) && end->hits == 0;
+                          end->ref_count == (end == start ? 1 : 0) && end->hits == 0 &&
+                          end->num_host_blocks() == 0;
       Node* target = end;
       std::unique_ptr<Node> child;
       if (extend) {
-        RemoveFromLru(end);
+        Unlist(end);
         Account(end, -1);
       } else {
         child = std::make_unique<Node>();
@@ -340,6 +477,7 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         // vectors block by block.
         child->keys.reserve(num_full - b);
         child->blocks.reserve(num_full - b);
+        child->host.reserve(num_full - b);
         child->tokens.reserve(static_cast<size_t>(num_full - b) * block_size_);
         target = child.get();
       }
@@ -350,15 +488,22 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         const BlockKey key = i == b ? first_key : hash_(seed_, prev, block_tokens);
         target->keys.push_back(key);
         target->blocks.push_back(blocks[i]);
+        target->host.push_back(kNoBlock);
         target->tokens.insert(target->tokens.end(), block_tokens.begin(), block_tokens.end());
         match.blocks_.push_back(blocks[i]);
         prev = key;
       }
-      if (child != nullptr) end->children.emplace(first_key, std::move(child));
+      target->device_blocks = target->num_blocks();
+      if (child != nullptr) {
+        end->children.emplace(first_key, std::move(child));
+        ChildDeviceChanged(end, +1);
+        UpdateHostLru(end);
+      }
       Account(target, +1);
       result.new_blocks = num_full - b;
       inserted_blocks_ += result.new_blocks;
-      Emit(CacheEvent::Kind::kStored, target, first_new, result.new_blocks);
+      Emit(CacheEvent::Kind::kStored, CacheEvent::Medium::kDevice, target, first_new,
+           result.new_blocks);
       end = target;
     }
   }
@@ -392,15 +537,21 @@ void RadixTree::Release(PrefixMatch& match) {
   AddHold(match.node_, -1, 0);
   match.node_ = nullptr;
   match.blocks_.clear();
+  match.host_.clear();
   match.state_ = PrefixMatch::State::kReleased;
 }
 
 int RadixTree::Pin(const CacheNamespace& ns, absl::Span<const TokenId> tokens) {
   NamespaceState& state = GetOrCreateNamespace(ns);
   ++clock_;
-  std::vector<BlockId> blocks;
-  Node* end = Walk(state.root.get(), tokens, 0, blocks);
+  std::vector<BlockId> blocks, host;
+  Node* end = Walk(state.root.get(), tokens, 0, blocks, host);
   if (blocks.empty()) return 0;
+  if (!host.empty()) {
+    // Pins stay on the device: the pin ends with the path's last device block.
+    while (end->device_blocks == 0) end = end->parent;
+    if (end->num_host_blocks() > 0) end = Split(end, end->device_blocks);
+  }
   AddHold(end, 0, +1);
   const size_t full = tokens.size() / block_size_ * block_size_;
   pins_[{ns, std::vector<TokenId>(tokens.begin(), tokens.begin() + full)}].push_back(end);
@@ -425,10 +576,11 @@ absl::StatusOr<int> RadixTree::Unpin(const CacheNamespace& ns, absl::Span<const 
 }
 
 std::vector<BlockId> RadixTree::Evict(int64_t num_blocks) {
-  return Remove(num_blocks, evicted_blocks_, /*fair=*/true);
+  return Remove(num_blocks, evicted_blocks_, /*fair=*/true, /*demote=*/true);
 }
 
-std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, bool fair) {
+std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, bool fair,
+                                       bool demote) {
   std::vector<BlockId> evicted;
   while (static_cast<int64_t>(evicted.size()) < num_blocks && !lru_.empty()) {
     // Fair: the least recently used leaf of the owners over their guaranteed share, and no
@@ -441,39 +593,145 @@ std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, boo
       const RadixOwner& owner = *leaf->ns->owner;
       limit = owner.cached_blocks - owner.guaranteed_blocks;
     }
-    const int take = static_cast<int>(std::min<int64_t>(
-        {num_blocks - static_cast<int64_t>(evicted.size()), leaf->num_blocks(), limit}));
-    const int keep = leaf->num_blocks() - take;
-    RemoveFromLru(leaf);
+    int take = static_cast<int>(std::min<int64_t>(
+        {num_blocks - static_cast<int64_t>(evicted.size()), leaf->device_blocks, limit}));
+    // Host slots for them first: making room there never touches a device block, so `leaf`
+    // stays what it is (its own host tail may go).
+    const int slots = demote && has_host_tier() ? ReserveHostSlots(take) : 0;
+    if (slots > 0) take = slots;
+    const int keep = leaf->device_blocks - take;
+    Unlist(leaf);
+    if (slots > 0) {
+      // Demote blocks [keep, keep + take) to the host tier.
+      Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kDevice, leaf, keep, take);
+      Account(leaf, -1);
+      for (int i = keep + take - 1; i >= keep; --i) {
+        const BlockId slot = host_free_.back();
+        host_free_.pop_back();
+        transfers_.push_back({BlockTransfer::Direction::kToHost, leaf->blocks[i], slot});
+        evicted.push_back(leaf->blocks[i]);
+        leaf->host[i] = slot;
+        leaf->blocks[i] = kNoBlock;
+      }
+      leaf->device_blocks = keep;
+      Account(leaf, +1);
+      counter += take;
+      demoted_blocks_ += take;
+      Emit(CacheEvent::Kind::kStored, CacheEvent::Medium::kHost, leaf, keep, take);
+      if (keep == 0) ChildDeviceChanged(leaf->parent, -1);
+      Relist(leaf);
+      continue;
+    }
+    // Dropped, with the host blocks after them (nothing could reach those any more).
     Account(leaf, -1);
-    Emit(CacheEvent::Kind::kRemoved, leaf, keep, take);
+    DropHostSuffix(leaf, demote ? dropped_blocks_ : flushed_blocks_);
+    if (demote && has_host_tier()) dropped_blocks_ += take;
+    Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kDevice, leaf, keep, take);
     evicted.insert(evicted.end(), leaf->blocks.rbegin(), leaf->blocks.rend() - keep);
     counter += take;
     if (keep == 0) {
       Node* parent = leaf->parent;
       parent->children.erase(leaf->keys[0]);  // destroys leaf
-      UpdateLru(parent);
+      ChildDeviceChanged(parent, -1);
+      Relist(parent);
     } else {
       leaf->keys.resize(keep);
       leaf->blocks.resize(keep);
+      leaf->host.resize(keep);
       leaf->tokens.resize(static_cast<size_t>(keep) * block_size_);
+      leaf->device_blocks = keep;
       Account(leaf, +1);
-      UpdateLru(leaf);
+      Relist(leaf);
     }
   }
   return evicted;
 }
 
-std::vector<BlockId> RadixTree::Flush() {
-  return Remove(std::numeric_limits<int64_t>::max(), flushed_blocks_, /*fair=*/false);
+int RadixTree::ReserveHostSlots(int want) {
+  while (static_cast<int>(host_free_.size()) < want) {
+    if (host_usable_ < host_capacity_ && !host_grow_failed_) {
+      const int32_t asked = std::min<int32_t>(host_capacity_ - host_usable_,
+                                              want - static_cast<int>(host_free_.size()));
+      const int32_t got = std::clamp<int32_t>(grow_host_(asked), 0, host_capacity_ - host_usable_);
+      if (got > 0) {
+        for (BlockId slot = host_usable_ + got - 1; slot >= host_usable_; --slot) {
+          host_free_.push_back(slot);
+        }
+        host_usable_ += got;
+        continue;
+      }
+      ++host_grow_failures_;
+      host_grow_failed_ = true;
+    }
+    if (host_lru_.empty()) break;
+    EvictHostLeaf(want - static_cast<int64_t>(host_free_.size()), host_evicted_blocks_);
+  }
+  return std::min(want, static_cast<int>(host_free_.size()));
 }
 
-void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int count) {
-  ++sequence_;
-  if (!sink_) return;
+void RadixTree::EvictHostLeaf(int64_t max_blocks, int64_t& counter) {
+  Node* leaf = std::get<2>(*host_lru_.begin());
+  const int take = static_cast<int>(std::min<int64_t>(max_blocks, leaf->num_host_blocks()));
+  const int keep = leaf->num_blocks() - take;
+  Unlist(leaf);
+  Account(leaf, -1);
+  Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, leaf, keep, take);
+  for (int i = leaf->num_blocks() - 1; i >= keep; --i) host_free_.push_back(leaf->host[i]);
+  counter += take;
+  if (keep == 0) {
+    Node* parent = leaf->parent;  // leaf had no device block: the parent's count stays
+    parent->children.erase(leaf->keys[0]);  // destroys leaf
+    Relist(parent);
+  } else {
+    leaf->keys.resize(keep);
+    leaf->blocks.resize(keep);
+    leaf->host.resize(keep);
+    leaf->tokens.resize(static_cast<size_t>(keep) * block_size_);
+    Account(leaf, +1);
+    Relist(leaf);
+  }
+}
+
+void RadixTree::DropHostSuffix(Node* node, int64_t& counter) {
+  PREFIXD_CHECK(node->device_children == 0, "dropping the host blocks below device blocks");
+  std::vector<std::unique_ptr<Node>> stack;
+  for (auto& [key, child] : node->children) stack.push_back(std::move(child));
+  node->children.clear();
+  while (!stack.empty()) {
+    std::unique_ptr<Node> n = std::move(stack.back());
+    stack.pop_back();
+    Unlist(n.get());
+    Account(n.get(), -1);
+    Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, n.get(), 0, n->num_blocks());
+    for (BlockId slot : n->host) host_free_.push_back(slot);
+    counter += n->num_blocks();
+    for (auto& [key, child] : n->children) stack.push_back(std::move(child));
+  }
+  const int host = node->num_host_blocks();
+  if (host == 0) return;
+  Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, node, node->device_blocks, host);
+  for (int i = node->device_blocks; i < node->num_blocks(); ++i) host_free_.push_back(node->host[i]);
+  counter += host;
+  node->keys.resize(node->device_blocks);
+  node->blocks.resize(node->device_blocks);
+  node->host.resize(node->device_blocks);
+  node->tokens.resize(static_cast<size_t>(node->device_blocks) * block_size_);
+}
+
+std::vector<BlockId> RadixTree::Flush() {
+  while (!host_lru_.empty()) {
+    EvictHostLeaf(std::numeric_limits<int64_t>::max(), flushed_blocks_);
+  }
+  return Remove(std::numeric_limits<int64_t>::max(), flushed_blocks_, /*fair=*/false,
+                /*demote=*/false);
+}
+
+CacheEvent RadixTree::MakeEvent(CacheEvent::Kind kind, CacheEvent::Medium medium, const Node* node,
+                                int first, int count, uint64_t sequence) const {
   CacheEvent event;
-  event.sequence = sequence_;
+  event.sequence = sequence;
   event.kind = kind;
+  event.medium = medium;
   event.ns = node->ns->name;
   event.parent = first == 0 ? node->parent_key : node->keys[first - 1];
   event.keys.assign(node->keys.begin() + first, node->keys.begin() + first + count);
@@ -482,7 +740,14 @@ void RadixTree::Emit(CacheEvent::Kind kind, const Node* node, int first, int cou
     event.tokens.assign(node->tokens.begin() + first * block_size_,
                         node->tokens.begin() + (first + count) * block_size_);
   }
-  sink_(event);
+  return event;
+}
+
+void RadixTree::Emit(CacheEvent::Kind kind, CacheEvent::Medium medium, const Node* node, int first,
+                     int count) {
+  if (count == 0) return;
+  ++sequence_;
+  if (sink_) sink_(MakeEvent(kind, medium, node, first, count, sequence_));
 }
 
 TreeStats RadixTree::Stats() const {
@@ -495,11 +760,22 @@ TreeStats RadixTree::Stats() const {
   s.evicted_blocks = evicted_blocks_;
   s.flushed_blocks = flushed_blocks_;
   s.hash_collisions = hash_collisions_;
+  s.host_capacity_blocks = host_capacity_;
+  s.host_usable_blocks = host_usable_;
+  s.host_cached_blocks = host_cached_blocks_;
+  s.host_held_blocks = host_held_blocks_;
+  s.demoted_blocks = demoted_blocks_;
+  s.promoted_blocks = promoted_blocks_;
+  s.host_evicted_blocks = host_evicted_blocks_;
+  s.dropped_blocks = dropped_blocks_;
+  s.host_grow_failures = host_grow_failures_;
   for (const auto& [ns, state] : namespaces_) {
     s.query_tokens += state->query_tokens;
     s.hit_tokens += state->hit_tokens;
-    s.namespaces.push_back(
-        {state->name, state->query_tokens, state->hit_tokens, state->cached_blocks});
+    s.host_hit_tokens += state->host_hit_tokens;
+    s.namespaces.push_back({state->name, state->query_tokens, state->hit_tokens,
+                            state->cached_blocks, state->host_hit_tokens,
+                            state->host_cached_blocks});
   }
   std::sort(s.namespaces.begin(), s.namespaces.end(),
             [](const NamespaceStats& a, const NamespaceStats& b) { return a.name < b.name; });
@@ -561,14 +837,13 @@ std::vector<CacheEvent> RadixTree::Snapshot() const {
     while (!stack.empty()) {
       const Node* node = stack.back();
       stack.pop_back();
-      if (node->num_blocks() > 0) {
-        events.push_back({.sequence = sequence_,
-                          .kind = CacheEvent::Kind::kStored,
-                          .ns = state->name,
-                          .parent = node->parent_key,
-                          .parent_is_root = node->parent->parent == nullptr,
-                          .keys = node->keys,
-                          .tokens = node->tokens});
+      if (node->device_blocks > 0) {
+        events.push_back(MakeEvent(CacheEvent::Kind::kStored, CacheEvent::Medium::kDevice, node, 0,
+                                   node->device_blocks, sequence_));
+      }
+      if (node->num_host_blocks() > 0) {
+        events.push_back(MakeEvent(CacheEvent::Kind::kStored, CacheEvent::Medium::kHost, node,
+                                   node->device_blocks, node->num_host_blocks(), sequence_));
       }
       for (const auto& [key, child] : node->children) stack.push_back(child.get());
     }
@@ -583,21 +858,55 @@ std::vector<BlockId> RadixTree::CachedBlockIds() const {
   while (!stack.empty()) {
     const Node* node = stack.back();
     stack.pop_back();
-    ids.insert(ids.end(), node->blocks.begin(), node->blocks.end());
+    ids.insert(ids.end(), node->blocks.begin(), node->blocks.begin() + node->device_blocks);
     for (const auto& [key, child] : node->children) stack.push_back(child.get());
   }
   return ids;
 }
 
-absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId, int>& seen,
-                                  int64_t& cached, int64_t& held, int64_t& pinned) const {
+std::vector<BlockId> RadixTree::HostBlockIds() const {
+  std::vector<BlockId> ids;
+  std::vector<const Node*> stack;
+  for (const auto& [ns, state] : namespaces_) stack.push_back(state->root.get());
+  while (!stack.empty()) {
+    const Node* node = stack.back();
+    stack.pop_back();
+    ids.insert(ids.end(), node->host.begin() + node->device_blocks, node->host.end());
+    for (const auto& [key, child] : node->children) stack.push_back(child.get());
+  }
+  return ids;
+}
+
+struct RadixTree::CheckCounts {
+  absl::flat_hash_map<BlockId, int> seen;       // device blocks
+  absl::flat_hash_map<BlockId, int> seen_host;  // host slots
+  int64_t cached = 0, held = 0, pinned = 0;
+  int64_t host_cached = 0, host_held = 0;
+};
+
+absl::Status RadixTree::CheckNode(const Node* node, CheckCounts& counts) const {
   const std::string where = absl::StrCat("node ", node->id, " in '", node->ns->name, "': ");
   auto fail = [&](auto&&... parts) { return absl::InternalError(absl::StrCat(where, parts...)); };
   if (node->ref_count < 0 || node->pin_count < 0) return fail("negative hold count");
-  if (node->keys.size() != node->blocks.size() ||
+  if (node->keys.size() != node->blocks.size() || node->host.size() != node->blocks.size() ||
       node->tokens.size() != node->blocks.size() * static_cast<size_t>(block_size_)) {
-    return fail("keys, blocks and tokens disagree in length");
+    return fail("keys, blocks, host slots and tokens disagree in length");
   }
+  if (node->device_blocks < 0 || node->device_blocks > node->num_blocks()) {
+    return fail("device block count ", node->device_blocks, " of ", node->num_blocks());
+  }
+  for (int i = 0; i < node->num_blocks(); ++i) {
+    const bool on_device = i < node->device_blocks;
+    if (on_device ? node->blocks[i] < 0 || node->host[i] != kNoBlock
+                  : node->blocks[i] != kNoBlock || node->host[i] < 0) {
+      return fail("block ", i, " is not in exactly one tier (device ", node->blocks[i], ", host ",
+                  node->host[i], ")");
+    }
+    if (!on_device && (node->host[i] >= host_usable_)) {
+      return fail("host slot ", node->host[i], " is outside the usable ", host_usable_);
+    }
+  }
+  if (node->num_host_blocks() > 0 && node->pin_count > 0) return fail("pinned host blocks");
   if (node->parent != nullptr) {
     if (node->num_blocks() == 0) return fail("empty edge");
     if (node->parent_key != LastKey(node->parent)) return fail("parent key is stale");
@@ -609,21 +918,35 @@ absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId,
       prev = key;
     }
   }
-  const bool should_be_in_lru =
-      node->parent != nullptr && !node->held() && node->children.empty() && node->num_blocks() > 0;
-  if (node->in_lru != should_be_in_lru ||
-      (node->in_lru &&
-       !lru_.contains(LruEntry{node->last_access, node->id, const_cast<Node*>(node)}))) {
+  const bool should_be_in_lru = node->parent != nullptr && !node->held() &&
+                                node->device_blocks > 0 && node->device_children == 0;
+  const LruEntry entry{node->last_access, node->id, const_cast<Node*>(node)};
+  if (node->in_lru != should_be_in_lru || (node->in_lru && !lru_.contains(entry))) {
     return fail("eviction-list membership is wrong");
   }
-  for (BlockId b : node->blocks) {
-    if (++seen[b] > 1) return fail("block ", b, " is cached twice");
+  const bool should_be_in_host_lru = node->parent != nullptr && !node->held() &&
+                                     node->children.empty() && node->num_host_blocks() > 0;
+  if (node->in_host_lru != should_be_in_host_lru ||
+      (node->in_host_lru && !host_lru_.contains(entry))) {
+    return fail("host eviction-list membership is wrong");
   }
-  cached += node->num_blocks();
-  if (node->held()) held += node->num_blocks();
-  if (node->pin_count > 0) pinned += node->num_blocks();
+  for (int i = 0; i < node->num_blocks(); ++i) {
+    if (i < node->device_blocks) {
+      if (++counts.seen[node->blocks[i]] > 1) return fail("block ", node->blocks[i], " is cached twice");
+    } else if (++counts.seen_host[node->host[i]] > 1) {
+      return fail("host slot ", node->host[i], " holds two blocks");
+    }
+  }
+  counts.cached += node->device_blocks;
+  counts.host_cached += node->num_host_blocks();
+  if (node->held()) {
+    counts.held += node->device_blocks;
+    counts.host_held += node->num_host_blocks();
+  }
+  if (node->pin_count > 0) counts.pinned += node->device_blocks;
 
   int64_t child_refs = 0, child_pins = 0;
+  int device_children = 0;
   for (const auto& [key, child] : node->children) {
     if (child->parent != node) return fail("child ", child->id, " has another parent");
     if (node->parent != nullptr && child->hits > node->hits) {
@@ -631,9 +954,19 @@ absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId,
     }
     if (child->ns != node->ns) return fail("child ", child->id, " is in another namespace");
     if (child->keys.empty() || child->keys[0] != key) return fail("child indexed by wrong key");
+    if (child->device_blocks > 0) {
+      ++device_children;
+      if (node->num_host_blocks() > 0 || (node->parent != nullptr && node->device_blocks == 0)) {
+        return fail("child ", child->id, " has device blocks below host blocks");
+      }
+    }
     child_refs += child->ref_count;
     child_pins += child->pin_count;
-    if (absl::Status s = CheckNode(child.get(), seen, cached, held, pinned); !s.ok()) return s;
+    if (absl::Status s = CheckNode(child.get(), counts); !s.ok()) return s;
+  }
+  if (device_children != node->device_children) {
+    return fail("counts ", node->device_children, " children with device blocks, has ",
+                device_children);
   }
   if (child_refs > node->ref_count || child_pins > node->pin_count) {
     return fail("children hold more than their parent");
@@ -642,8 +975,7 @@ absl::Status RadixTree::CheckNode(const Node* node, absl::flat_hash_map<BlockId,
 }
 
 absl::Status RadixTree::CheckInvariants() const {
-  absl::flat_hash_map<BlockId, int> seen;
-  int64_t cached = 0, held = 0, pinned = 0;
+  CheckCounts counts;
   absl::flat_hash_map<std::string, int64_t> per_ns;
   for (const auto& [ns, state] : namespaces_) {
     const Node* root = state->root.get();
@@ -651,12 +983,41 @@ absl::Status RadixTree::CheckInvariants() const {
         root->parent_key != NamespaceKey(seed_, ns)) {
       return absl::InternalError(absl::StrCat("root of '", state->name, "' is malformed"));
     }
-    const int64_t before = cached;
-    if (absl::Status s = CheckNode(root, seen, cached, held, pinned); !s.ok()) return s;
-    if (cached - before != state->cached_blocks) {
-      return absl::InternalError(absl::StrCat("namespace '", state->name, "' counts ",
-                                              state->cached_blocks, " blocks but holds ",
-                                              cached - before));
+    const int64_t before = counts.cached, host_before = counts.host_cached;
+    if (absl::Status s = CheckNode(root, counts); !s.ok()) return s;
+    if (counts.cached - before != state->cached_blocks ||
+        counts.host_cached - host_before != state->host_cached_blocks) {
+      return absl::InternalError(absl::StrCat(
+          "namespace '", state->name, "' counts ", state->cached_blocks, " + ",
+          state->host_cached_blocks, " host blocks but holds ", counts.cached - before, " + ",
+          counts.host_cached - host_before));
+    }
+  }
+  const int64_t cached = counts.cached, held = counts.held, pinned = counts.pinned;
+  if (counts.host_cached != host_cached_blocks_ || counts.host_held != host_held_blocks_) {
+    return absl::InternalError(absl::StrCat("host counters (cached ", host_cached_blocks_,
+                                            ", held ", host_held_blocks_,
+                                            ") disagree with the tree (", counts.host_cached, ", ",
+                                            counts.host_held, ")"));
+  }
+  // Host slots: each usable one is cached, free, or read by a queued promotion.
+  absl::flat_hash_map<BlockId, int> slots = counts.seen_host;
+  for (BlockId slot : host_free_) ++slots[slot];
+  for (BlockId slot : host_released_) ++slots[slot];
+  for (const auto& [slot, n] : slots) {
+    if (n > 1 || slot < 0 || slot >= host_usable_) {
+      return absl::InternalError(absl::StrCat("host slot ", slot, " is in ", n,
+                                              " places (cached, free, released)"));
+    }
+  }
+  if (static_cast<int64_t>(slots.size()) != host_usable_ || host_usable_ > host_capacity_) {
+    return absl::InternalError(absl::StrCat("host slots: ", slots.size(), " accounted for of ",
+                                            host_usable_, " usable (capacity ", host_capacity_,
+                                            ")"));
+  }
+  for (const auto& entry : host_lru_) {
+    if (!std::get<2>(entry)->in_host_lru) {
+      return absl::InternalError("stale host eviction-list entry");
     }
   }
   if (cached != cached_blocks_ || held != held_blocks_ || pinned != pinned_blocks_) {
