@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <future>
 
@@ -27,7 +29,21 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError("max queued requests must be at least 1");
   }
   if (o.kv_cache_tokens < 0) return absl::InvalidArgumentError("KV cache tokens must be >= 0");
+  if (o.host_kv_cache_bytes < 0 && o.host_kv_cache_bytes != EngineOptions::kHostKvAuto) {
+    return absl::InvalidArgumentError("host KV cache bytes must be >= 0 (or automatic)");
+  }
   return absl::OkStatus();
+}
+
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? int64_t{pages} * page : 0;
+}
+
+std::string Gib(int64_t bytes) {
+  return absl::StrCat(static_cast<int64_t>(static_cast<double>(bytes) / (1 << 30) * 10) / 10.0,
+                      " GiB");
 }
 
 }  // namespace
@@ -70,12 +86,34 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
         "a KV cache of ", num_blocks, " blocks cannot serve ", options.max_running_requests,
         " running requests (raise the KV cache size or lower max running requests)")));
   }
+  // The host tier.
+  const int64_t ram = PhysicalMemoryBytes();
+  int64_t host_bytes = options.host_kv_cache_bytes;
+  if (host_bytes == EngineOptions::kHostKvAuto) {
+    host_bytes = backend->device() == DeviceKind::kCpu ? 0 : ram / 4;
+  }
+  if (ram > 0 && host_bytes > ram) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("a host KV cache of ", host_bytes, " bytes (", Gib(host_bytes),
+                     ") is more than this machine's RAM, ", ram, " bytes (", Gib(ram), ")")));
+  }
+  const int64_t host_blocks = host_bytes / block_bytes;
+  if (host_bytes > 0 && host_blocks == 0) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("a host KV cache of ", host_bytes, " bytes cannot hold one block (",
+                     block_bytes, " bytes: ", options.block_size, " tokens of this model)")));
+  }
+  if (host_blocks > (int64_t{1} << 30)) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "a host KV cache of ", host_blocks, " blocks is more than the 2^30 blocks supported")));
+  }
   return std::unique_ptr<Engine>(new Engine(std::move(backend), std::move(model),
-                                            std::move(options), static_cast<int32_t>(num_blocks)));
+                                            std::move(options), static_cast<int32_t>(num_blocks),
+                                            static_cast<int32_t>(host_blocks)));
 }
 
 Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOptions options,
-               int32_t num_blocks)
+               int32_t num_blocks, int32_t host_blocks)
     : options_(std::move(options)),
       backend_(std::move(backend)),
       config_(model.config),
@@ -83,6 +121,9 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
       tokenizer_(std::move(model.tokenizer)),
       chat_template_(std::move(model.chat_template)) {
   kv_ = std::make_unique<KvCache>(*backend_, config_, num_blocks, options_.block_size);
+  if (host_blocks > 0 && options_.prefix_cache) {
+    host_kv_ = std::make_unique<HostKvCache>(*backend_, *kv_, host_blocks);
+  }
   max_context_len_ = static_cast<int>(
       std::min<int64_t>(config_.max_context_len(), int64_t{num_blocks} * options_.block_size));
   ModelLimits limits;
@@ -97,6 +138,10 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   if (options_.hash_seed) cache_options.tree.seed = *options_.hash_seed;
   if (options_.block_hash != nullptr) cache_options.tree.hash = options_.block_hash;
   cache_options.enabled = options_.prefix_cache;
+  if (host_kv_ != nullptr) {
+    cache_options.tree.host_blocks = host_kv_->max_blocks();
+    cache_options.tree.grow_host = [this](int32_t n) { return host_kv_->Grow(n); };
+  }
   for (const auto& [tenant, policy] : options_.tenant_policies) {
     if (policy.kv_share > 0) {
       cache_options.tree.guaranteed_blocks[tenant] =
@@ -116,7 +161,8 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   for (const auto& [tenant, policy] : options_.tenant_policies) {
     scheduler_options.weights[tenant] = policy.weight;
   }
-  scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options);
+  scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, tokenizer_.get(), scheduler_options,
+                                           host_kv_.get());
   PublishStats(nullptr);
   thread_ = std::thread([this] { Loop(); });
 }
@@ -184,6 +230,7 @@ void Engine::RunOnEngineThread(absl::AnyInvocable<void()> fn) {
 void Engine::PublishStats(const StepReport* step) {
   EngineStats s;
   s.cache = cache_->Stats();
+  if (host_kv_ != nullptr) s.host_kv = host_kv_->stats();
   s.counters = scheduler_->counters();
   s.running = scheduler_->num_running();
   s.waiting = scheduler_->num_waiting();

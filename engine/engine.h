@@ -42,6 +42,12 @@ struct EngineOptions {
   int max_running_requests = 64;   // requests batched together
   int max_queued_requests = 1024;  // beyond this, Submit says RESOURCE_EXHAUSTED
   bool prefix_cache = true;
+  // The host tier of the KV cache (HostKvCache), in bytes: blocks evicted from the device
+  // move there and come back on a hit. 0: none. kHostKvAuto: none on the CPU backend (it
+  // would copy memory to memory), a quarter of the machine's RAM on a GPU. Refused when
+  // over the machine's RAM. Memory is taken as the tier fills.
+  int64_t host_kv_cache_bytes = kHostKvAuto;
+  static constexpr int64_t kHostKvAuto = -1;
   // Decode sequences that share cached prefix blocks are batched next to each other and
   // their attention reads those blocks once per group (kernels.h: shared-prefix groups),
   // on backends that use the groups (Backend::UsesSharedPrefixGroups: the CPU for now).
@@ -58,6 +64,7 @@ struct EngineOptions {
 
 struct EngineStats {
   CacheStats cache;
+  HostKvStats host_kv;  // all 0 without a host tier
   SchedulerCounters counters;
   int running = 0;
   int waiting = 0;
@@ -134,13 +141,20 @@ class Engine {
   int block_size() const { return options_.block_size; }
   int max_context_len() const { return max_context_len_; }
   int64_t kv_cache_tokens() const { return int64_t{kv_->num_blocks()} * kv_->block_size(); }
+  // The host tier's capacity in tokens; 0 without one.
+  int64_t host_kv_cache_tokens() const {
+    return host_kv_ == nullptr ? 0 : int64_t{host_kv_->max_blocks()} * kv_->block_size();
+  }
+  int64_t host_kv_cache_bytes() const {
+    return host_kv_ == nullptr ? 0 : int64_t{host_kv_->max_blocks()} * host_kv_->bytes_per_block();
+  }
   const EngineOptions& options() const { return options_; }
 
  private:
   using Task = absl::AnyInvocable<void()>;
 
   Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOptions options,
-         int32_t num_blocks);
+         int32_t num_blocks, int32_t host_blocks);
   void Loop();
   void Post(Task task);
   // Runs `fn` on the engine's thread and waits for it.
@@ -155,6 +169,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ChatTemplate> chat_template_;
   std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<HostKvCache> host_kv_;  // null without a host tier
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<PrefixCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;

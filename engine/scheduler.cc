@@ -45,19 +45,25 @@ struct Scheduler::Sequence {
   int preemptions = 0;
   bool counted_dedup_wait = false;
   int step_tokens = 0;  // tokens scheduled in the current step
+  // Its blocks include some promoted in step ready_step - 1: it runs from ready_step on.
+  int64_t ready_step = 0;
+  std::optional<absl::Time> promoted_at;  // when it promoted, until it first runs after
 
   bool prefilling() const { return num_computed < prompt_len; }
   int num_generated() const { return static_cast<int>(tokens.size()) - prompt_len; }
 };
 
 Scheduler::Scheduler(LlamaModel& model, PrefixCache& cache, const Tokenizer* tokenizer,
-                     SchedulerOptions options)
+                     SchedulerOptions options, HostKvCache* host_kv)
     : model_(model),
       cache_(cache),
       tokenizer_(tokenizer),
+      host_kv_(host_kv),
       options_(options),
       group_shared_prefixes_(options.cascade_attention && model.backend().UsesSharedPrefixGroups()),
       eos_token_ids_(model.config().eos_token_ids.begin(), model.config().eos_token_ids.end()) {
+  PREFIXD_CHECK(!cache.has_host_tier() || host_kv != nullptr,
+                "a cache with a host tier needs a HostKvCache to carry out its transfers");
   PREFIXD_CHECK(options.max_batch_tokens <= model.limits().max_tokens &&
                     options.max_running_requests <= model.limits().max_seqs,
                 "scheduler limits exceed the model's step limits");
@@ -167,20 +173,39 @@ bool Scheduler::Admit(Sequence& seq, absl::Time now) {
   // is retried, and a preempted request is re-admitted.
   seq.hold = cache_.Match(seq.ns, absl::MakeConstSpan(seq.tokens).first(match_len),
                           /*count=*/false);
-  seq.block_table.assign(seq.hold.blocks().begin(), seq.hold.blocks().end());
-  seq.num_computed = seq.hold.num_tokens();
   const int bs = cache_.block_size();
-  const int remaining = static_cast<int>(seq.tokens.size()) - seq.num_computed;
+  // Blocks in host memory count as cached: they are promoted, not computed.
+  const int to_promote = seq.hold.num_host_blocks();
+  const int cached = (seq.hold.num_blocks() + to_promote) * bs;
+  const int remaining = static_cast<int>(seq.tokens.size()) - cached;
   const int first_chunk = std::min(remaining, options_.max_batch_tokens);
-  const int need =
-      (seq.num_computed + first_chunk + bs - 1) / bs - static_cast<int>(seq.block_table.size());
+  const int need = (cached + first_chunk + bs - 1) / bs - seq.hold.num_blocks();
   // New requests never preempt running ones: they wait for blocks instead.
   if (need > cache_.num_available()) {
+    seq.block_table.assign(seq.hold.blocks().begin(), seq.hold.blocks().end());
     ReleaseBlocks(seq);
     return false;
   }
-  if (need > 0) {
-    absl::StatusOr<std::vector<BlockId>> blocks = cache_.Allocate(need);
+  if (to_promote > 0) {
+    const absl::Status promoted = cache_.Promote(seq.hold);
+    PREFIXD_CHECK(promoted.ok(), promoted.ToString());
+    ++counters_.promotions;
+    seq.promoted_at = now;
+  }
+  seq.block_table.assign(seq.hold.blocks().begin(), seq.hold.blocks().end());
+  seq.num_computed = seq.hold.num_tokens();
+  // Blocks whose copies land before the next step: this request's, or another's admitted
+  // in this step with the same prefix.
+  bool in_transit = to_promote > 0;
+  if (!in_transit_.empty()) {
+    for (BlockId b : seq.hold.blocks()) in_transit = in_transit || in_transit_.contains(b);
+  }
+  for (int i = seq.hold.num_blocks() - to_promote; i < seq.hold.num_blocks(); ++i) {
+    in_transit_.insert(seq.hold.blocks()[i]);
+  }
+  if (in_transit) seq.ready_step = step_index_ + 1;
+  if (need - to_promote > 0) {
+    absl::StatusOr<std::vector<BlockId>> blocks = cache_.Allocate(need - to_promote);
     PREFIXD_CHECK(blocks.ok(), blocks.status().ToString());
     seq.block_table.insert(seq.block_table.end(), blocks->begin(), blocks->end());
   }
@@ -195,7 +220,6 @@ bool Scheduler::Admit(Sequence& seq, absl::Time now) {
   }
   seq.running = true;
   running_.push_back(&seq);
-  (void)now;
   return true;
 }
 
@@ -412,6 +436,8 @@ absl::flat_hash_map<std::string, int> Scheduler::PrefillShares(bool may_admit) c
 
 StepReport Scheduler::Step(absl::Time now) {
   StepReport report;
+  ++step_index_;
+  in_transit_.clear();
   ExpireDeadlines(now);
   const int bs = cache_.block_size();
   int budget = options_.max_batch_tokens;
@@ -432,6 +458,7 @@ StepReport Scheduler::Step(absl::Time now) {
   // within the tenant's share.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* seq = running_[i];
+    if (seq->ready_step > step_index_) continue;  // its promoted blocks are on their way
     int n = std::min(static_cast<int>(seq->tokens.size()) - seq->num_computed, budget);
     if (seq->prefilling()) n = std::min(n, share_left(*seq));
     if (n <= 0) continue;  // its tenant's share is spent: it waits a step
@@ -489,6 +516,7 @@ StepReport Scheduler::Step(absl::Time now) {
       done(std::move(pinned), 0);
       continue;
     }
+    if (seq->ready_step > step_index_) continue;  // runs next step, with its promoted blocks
     take_share(*seq, n);
     seq->step_tokens = n;
     scheduled.push_back(seq);
@@ -515,6 +543,9 @@ StepReport Scheduler::Step(absl::Time now) {
     budget -= extra;
   }
 
+  // The copies between the tiers that this step's evictions and promotions queued: the
+  // demotions land before the forward pass overwrites their blocks.
+  if (host_kv_ != nullptr) host_kv_->Run(cache_.TakeTransfers());
   if (scheduled.empty()) return report;
 
   // 3. One forward pass over every scheduled token. Sequences with one new token go last,
@@ -538,6 +569,10 @@ StepReport Scheduler::Step(absl::Time now) {
     batch_.AddSequence(absl::MakeConstSpan(seq->tokens).subspan(first, n), first, seq->block_table,
                        bs, sample);
     if (!seq->first_scheduled) seq->first_scheduled = now;
+    if (seq->promoted_at) {
+      report.promotion_waits.push_back(now - *seq->promoted_at);
+      seq->promoted_at.reset();
+    }
     if (sample) {
       rows.push_back(SamplingRow{seq->params.temperature, seq->params.top_k, seq->params.top_p,
                                  seq->seed, static_cast<uint64_t>(seq->num_generated()),

@@ -12,6 +12,12 @@
 // the cache evicts; when that is not enough the newest running request is preempted (its blocks
 // released) and recomputed later, which reproduces its output exactly.
 //
+// With a host tier, a request whose cached prefix reaches blocks in host memory is admitted
+// with device blocks for them and their copies queued (PrefixCache::Promote); it runs from
+// the next step on, when the copies have landed, and so does any request admitted in the
+// same step that shares those blocks. Each step hands the cache's queued transfers to the
+// HostKvCache before its forward pass.
+//
 // Not thread-safe: the Engine's thread owns it.
 #ifndef PREFIXD_ENGINE_SCHEDULER_H_
 #define PREFIXD_ENGINE_SCHEDULER_H_
@@ -24,10 +30,12 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/kv_cache.h"
 #include "engine/llama_model.h"
 #include "engine/output_processor.h"
 #include "engine/request.h"
@@ -66,6 +74,7 @@ struct SchedulerCounters {
   // Shared-prefix groups formed in decode steps, and the sequences in them.
   int64_t shared_prefix_groups = 0;
   int64_t shared_prefix_group_seqs = 0;
+  int64_t promotions = 0;  // admissions that brought blocks back from the host tier
 };
 
 // What one step did, for metrics.
@@ -76,13 +85,17 @@ struct StepReport {
   int decode_tokens = 0;
   int shared_prefix_groups = 0;  // of decode sequences (cascade attention)
   absl::Duration duration;
+  // Requests that ran for the first time after a promotion: from their admission (when
+  // the copies were queued) to this step.
+  std::vector<absl::Duration> promotion_waits;
 };
 
 class Scheduler {
  public:
-  // `model`, `cache` and `tokenizer` (may be null) must outlive the scheduler.
+  // `model`, `cache`, `tokenizer` (may be null) and `host_kv` (needed when the cache has a
+  // host tier; else may be null) must outlive the scheduler.
   Scheduler(LlamaModel& model, PrefixCache& cache, const Tokenizer* tokenizer,
-            SchedulerOptions options);
+            SchedulerOptions options, HostKvCache* host_kv = nullptr);
   ~Scheduler();
 
   // Queues a validated request. `max_new_tokens` > 0 already accounts for the context;
@@ -144,6 +157,7 @@ class Scheduler {
   LlamaModel& model_;
   PrefixCache& cache_;
   const Tokenizer* tokenizer_;
+  HostKvCache* const host_kv_;
   const SchedulerOptions options_;
   // Decodes are ordered and grouped by shared prefix: asked for, and the backend uses it.
   const bool group_shared_prefixes_;
@@ -157,6 +171,9 @@ class Scheduler {
   std::vector<Sequence*> running_;  // admission order: oldest first
   StepBatch batch_;
   SchedulerCounters counters_;
+  int64_t step_index_ = 0;  // Step() calls
+  // Device blocks promoted this step: their copies land before the next step's forward.
+  absl::flat_hash_set<BlockId> in_transit_;
 };
 
 }  // namespace prefixd

@@ -183,6 +183,25 @@ class Backend {
   virtual void ConvertFromHost(const void* src, DType src_dtype, Tensor& dst) = 0;
   virtual void Synchronize() = 0;
 
+  // ---- Host memory and transfers (the KV cache's host tier) ----
+  // `bytes` of host memory that transfers to and from this backend's memory run fast from
+  // (page-locked on CUDA), or nullptr when the system will not give it. Never crashes.
+  virtual void* AllocateHost(size_t bytes) = 0;
+  virtual void FreeHost(void* data) = 0;
+  struct MemCopy {
+    void* dst = nullptr;
+    const void* src = nullptr;
+    size_t bytes = 0;
+  };
+  enum class CopyDirection { kToHost, kToDevice };
+  // Copies between this backend's memory and AllocateHost memory, in order, on a transfer
+  // queue of their own: they start after every op queued before the call and may overlap
+  // the ops queued after it, which must not touch their memory until WaitForCopies().
+  // (The CPU backend copies at once.)
+  virtual void CopyAsync(absl::Span<const MemCopy> copies, CopyDirection direction) = 0;
+  // Ops queued after this call wait for every copy queued before it (the host does not).
+  virtual void WaitForCopies() = 0;
+
   // ---- Initialisation ----
   // t[i] = RandomValue(seed, i, scale) for the flat index i.
   virtual void FillRandom(Tensor& t, uint64_t seed, float scale) = 0;

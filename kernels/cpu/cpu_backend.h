@@ -31,6 +31,11 @@ class CpuBackend final : public Backend {
   void ConvertFromHost(const void* src, DType src_dtype, Tensor& dst) override;
   void Synchronize() override {}
   bool UsesSharedPrefixGroups() const override { return true; }
+  void* AllocateHost(size_t bytes) override;
+  void FreeHost(void* data) override;
+  // Copies at once (memcpy, spread over the pool); WaitForCopies has nothing to wait for.
+  void CopyAsync(absl::Span<const MemCopy> copies, CopyDirection direction) override;
+  void WaitForCopies() override {}
 
   void FillRandom(Tensor& t, uint64_t seed, float scale) override;
   void Fill(Tensor& t, float value) override;

@@ -131,6 +131,9 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   for (cudaEvent_t& event : staging_free_) {
     PREFIXD_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   }
+  PREFIXD_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  PREFIXD_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
+  PREFIXD_CUDA_CHECK(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming));
   gemm_ = std::make_unique<cuda::LtGemm>();
 }
 
@@ -141,6 +144,10 @@ CudaBackend::~CudaBackend() {
   for (cudaEvent_t event : staging_free_) {
     if (event != nullptr) cudaEventDestroy(event);
   }
+  cudaStreamSynchronize(copy_stream_);
+  cudaEventDestroy(compute_mark_);
+  cudaEventDestroy(copies_done_);
+  cudaStreamDestroy(copy_stream_);
   cudaStreamDestroy(stream_);
 }
 
@@ -183,6 +190,45 @@ void CudaBackend::Free(void* data) {
   MakeCurrent();
   // cudaFree waits for the device, so no queued op still uses the memory.
   PREFIXD_CUDA_CHECK(cudaFree(data));
+}
+
+void* CudaBackend::AllocateHost(size_t bytes) {
+  MakeCurrent();
+  void* data = nullptr;
+  if (cudaHostAlloc(&data, std::max<size_t>(bytes, 1), cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: the device is fine, the host said no
+    return nullptr;
+  }
+  return data;
+}
+
+void CudaBackend::FreeHost(void* data) {
+  MakeCurrent();
+  // cudaFreeHost waits for the device, so no queued copy still uses the memory.
+  PREFIXD_CUDA_CHECK(cudaFreeHost(data));
+}
+
+void CudaBackend::CopyAsync(absl::Span<const MemCopy> copies, CopyDirection direction) {
+  if (copies.empty()) return;
+  MakeCurrent();
+  // After the ops queued so far (they may still read or write these blocks)...
+  PREFIXD_CUDA_CHECK(cudaEventRecord(compute_mark_, stream_));
+  PREFIXD_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, compute_mark_, 0));
+  const cudaMemcpyKind kind =
+      direction == CopyDirection::kToHost ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
+  for (const MemCopy& c : copies) {
+    PREFIXD_CUDA_CHECK(cudaMemcpyAsync(c.dst, c.src, c.bytes, kind, copy_stream_));
+  }
+  // ...and before the ops queued after WaitForCopies.
+  PREFIXD_CUDA_CHECK(cudaEventRecord(copies_done_, copy_stream_));
+  copies_pending_ = true;
+}
+
+void CudaBackend::WaitForCopies() {
+  if (!copies_pending_) return;
+  MakeCurrent();
+  PREFIXD_CUDA_CHECK(cudaStreamWaitEvent(stream_, copies_done_, 0));
+  copies_pending_ = false;
 }
 
 void CudaBackend::CopyFromHost(const void* src, Tensor& dst) {

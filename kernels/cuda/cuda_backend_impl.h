@@ -78,6 +78,13 @@ class CudaBackend final : public Backend {
   void CopyToHost(const Tensor& src, void* dst) override;
   void ConvertFromHost(const void* src, DType src_dtype, Tensor& dst) override;
   void Synchronize() override;
+  // Pinned (cudaHostAlloc); nullptr when the host refuses.
+  void* AllocateHost(size_t bytes) override;
+  void FreeHost(void* data) override;
+  // On the copy stream: it waits for the compute stream's ops queued so far, then copies;
+  // WaitForCopies makes the compute stream wait for the copies (a device-side wait).
+  void CopyAsync(absl::Span<const MemCopy> copies, CopyDirection direction) override;
+  void WaitForCopies() override;
 
   void FillRandom(Tensor& t, uint64_t seed, float scale) override;
   void Fill(Tensor& t, float value) override;
@@ -114,6 +121,12 @@ class CudaBackend final : public Backend {
   int num_sms_ = 0;
   size_t total_memory_ = 0;
   cudaStream_t stream_ = nullptr;
+  // The host tier's transfers: copy_stream_ starts after compute_mark_ (recorded on
+  // stream_), and copies_done_ marks the last copy queued.
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t compute_mark_ = nullptr;
+  cudaEvent_t copies_done_ = nullptr;
+  bool copies_pending_ = false;
   std::unique_ptr<cuda::LtGemm> gemm_;
 
   ScratchBuffer attention_scratch_{ScratchBuffer::Kind::kDevice};
