@@ -3,6 +3,8 @@
 
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,40 +20,49 @@ class SchedulerTest : public ::testing::Test {
   void SetUp() override { Build(/*cache_enabled=*/true, /*budget=*/512); }
 
   void Build(bool cache_enabled, int budget, int max_running = 8,
-             absl::flat_hash_map<std::string, int> weights = {}) {
+             absl::flat_hash_map<std::string, int> weights = {}, int32_t device_blocks = 256,
+             int32_t host_blocks = 0) {
     scheduler_.reset();
     model_.reset();
     cache_.reset();
+    host_kv_.reset();
     kv_.reset();
     config_ = *RandomPresetConfig("tiny");
     backend_ = MakeCpuBackend();
-    kv_ = std::make_unique<KvCache>(*backend_, config_, 256, kBlock);
+    kv_ = std::make_unique<KvCache>(*backend_, config_, device_blocks, kBlock);
+    if (host_blocks > 0) host_kv_ = std::make_unique<HostKvCache>(*backend_, *kv_, host_blocks);
     model_ = std::make_unique<LlamaModel>(
         config_, RandomLlamaWeights(config_, 3, *backend_), *backend_, *kv_,
         ModelLimits{.max_tokens = budget, .max_seqs = 8, .max_blocks_per_seq = 256});
     PrefixCacheOptions o;
-    o.num_blocks = 256;
+    o.num_blocks = device_blocks;
     o.tree.block_size = kBlock;
     o.enabled = cache_enabled;
+    if (host_kv_ != nullptr) {
+      o.tree.host_blocks = host_blocks;
+      o.tree.grow_host = [this](int32_t n) { return host_kv_->Grow(n); };
+    }
     cache_ = std::make_unique<PrefixCache>(o);
     scheduler_ = std::make_unique<Scheduler>(*model_, *cache_, nullptr,
                                              SchedulerOptions{.max_batch_tokens = budget,
                                                               .max_running_requests = max_running,
                                                               .weights = std::move(weights),
-                                                              .inject_fault = nullptr});
+                                                              .inject_fault = nullptr},
+                                             host_kv_.get());
     outputs_.clear();
     finished_.clear();
   }
 
   void Add(RequestId id, std::vector<TokenId> prompt, int max_new, std::string tenant = "t",
-           absl::Time deadline = absl::InfiniteFuture()) {
+           absl::Time deadline = absl::InfiniteFuture(), float temperature = 0) {
     GenerationRequest r;
     r.ns = {std::move(tenant), "m", ""};
     r.prompt = std::move(prompt);
-    r.sampling.temperature = 0;
+    r.sampling.temperature = temperature;
     r.sampling.ignore_eos = true;
     r.deadline = deadline;
-    scheduler_->Add(id, std::move(r), max_new, 0, absl::Now(), [this, id](GenerationUpdate&& u) {
+    scheduler_->Add(id, std::move(r), max_new, /*seed=*/id, absl::Now(),
+                    [this, id](GenerationUpdate&& u) {
       auto& out = outputs_[id];
       out.tokens.insert(out.tokens.end(), u.tokens.begin(), u.tokens.end());
       if (u.finished) {
@@ -86,6 +97,7 @@ class SchedulerTest : public ::testing::Test {
   ModelConfig config_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<HostKvCache> host_kv_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<PrefixCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -282,6 +294,75 @@ TEST_F(SchedulerTest, PromptsAndLookupsCountOncePerAdmittedRequest) {
   EXPECT_EQ(cache_->Stats().tree.query_tokens, 39);
   EXPECT_FALSE(outputs_[2].usage.admitted);
   EXPECT_TRUE(outputs_[1].usage.admitted);
+}
+
+// The host tier: conversations come back after other traffic pushed their blocks out of a
+// small device pool. Each turn's output, greedy and sampled, equals the same turns with the
+// cache off; the returning turns' cached tokens include the promoted blocks.
+TEST_F(SchedulerTest, BlocksPromotedFromTheHostTierGiveTheOutputOfTheCacheOff) {
+  // Turn 1 of three conversations (one after another), then turn 2 of each: each turn-1
+  // prompt is 96 tokens (6 blocks) and the device pool 16 blocks, so by turn 2 most of a
+  // conversation's blocks are in host memory.
+  auto run = [&](bool cache, int32_t host_blocks, float temperature) {
+    Build(cache, /*budget=*/512, /*max_running=*/8, {}, /*device_blocks=*/16, host_blocks);
+    std::map<RequestId, std::vector<TokenId>> prompts;
+    std::map<RequestId, Output> out;
+    for (int c = 0; c < 3; ++c) {
+      prompts[c] = Prompt(1 + 100 * c, 96);
+      Add(c, prompts[c], 8, "t", absl::InfiniteFuture(), temperature);
+      RunToIdle();
+    }
+    for (int c = 0; c < 3; ++c) {
+      std::vector<TokenId> turn2 = prompts[c];
+      turn2.insert(turn2.end(), outputs_[c].tokens.begin(), outputs_[c].tokens.end());
+      for (int i = 0; i < 20; ++i) turn2.push_back(7 + c + i);
+      Add(10 + c, turn2, 8, "t", absl::InfiniteFuture(), temperature);
+      RunToIdle();
+    }
+    return outputs_;
+  };
+  for (const float temperature : {0.0f, 0.8f}) {
+    SCOPED_TRACE(absl::StrCat("temperature ", temperature));
+    const auto reference = run(/*cache=*/false, 0, temperature);
+    const auto tiered = run(/*cache=*/true, /*host_blocks=*/64, temperature);
+    const CacheStats stats = cache_->Stats();
+    for (const auto& [id, o] : reference) {
+      EXPECT_EQ(tiered.at(id).tokens, o.tokens) << "request " << id;
+      EXPECT_TRUE(tiered.at(id).status.ok());
+    }
+    EXPECT_GT(stats.tree.promoted_blocks, 0);
+    EXPECT_GT(stats.tree.demoted_blocks, 0);
+    EXPECT_GT(scheduler_->counters().promotions, 0);
+    // Every turn 2 finds its whole turn-1 prompt cached (on either tier): 6 blocks.
+    for (int c = 0; c < 3; ++c) EXPECT_GE(tiered.at(10 + c).usage.cached_tokens, 96);
+    // Without the host tier the same small pool loses them.
+    const auto dropped = run(/*cache=*/true, 0, temperature);
+    EXPECT_LT(dropped.at(10).usage.cached_tokens, 96);
+  }
+}
+
+TEST_F(SchedulerTest, ACancelWhileBlocksArePromotedFreesEverything) {
+  Build(/*cache_enabled=*/true, /*budget=*/512, /*max_running=*/8, {}, /*device_blocks=*/8,
+        /*host_blocks=*/32);
+  Add(1, Prompt(1, 96), 4);
+  RunToIdle();
+  Add(2, Prompt(300, 96), 4);  // pushes request 1's blocks to the host
+  RunToIdle();
+  Add(3, Prompt(1, 100), 4);
+  const StepReport admitted = scheduler_->Step(absl::Now());
+  EXPECT_EQ(admitted.num_seqs, 0) << "a promoting request runs from the next step";
+  EXPECT_GT(cache_->Stats().tree.promoted_blocks, 0);
+  EXPECT_GT(cache_->Stats().blocks.in_use, 0);
+  scheduler_->Cancel(3, absl::CancelledError("client went away"));
+  EXPECT_EQ(outputs_[3].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(cache_->Stats().blocks.in_use, 0);
+  EXPECT_EQ(cache_->Stats().host_blocks.in_use, 0);
+  EXPECT_FALSE(scheduler_->HasWork());
+  EXPECT_TRUE(scheduler_->CheckInvariants().ok()) << scheduler_->CheckInvariants();
+  // The promoted blocks stay cached: the same prompt now hits them on the device.
+  Add(4, Prompt(1, 100), 4);
+  RunToIdle();
+  EXPECT_EQ(outputs_[4].usage.cached_tokens, 96);
 }
 
 }  // namespace
