@@ -4,7 +4,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 
@@ -14,6 +16,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -74,6 +78,12 @@ ABSL_FLAG(int, block_size, 16,
           "are shared between requests");
 ABSL_FLAG(int64_t, kv_cache_tokens, 0,
           "KV cache capacity in tokens; 0 sizes it automatically (1 GiB on the CPU)");
+ABSL_FLAG(std::string, host_kv_cache_bytes, "auto",
+          "the KV cache's second tier in host memory: blocks evicted from the device move "
+          "there and come back on a hit instead of being recomputed. A size in bytes, with an "
+          "optional suffix K, M, G or T (powers of 1024, e.g. 64G); 0 turns it off; auto: off "
+          "on the CPU backend (it would copy memory to memory), a quarter of the RAM on a GPU. "
+          "Memory is taken as the tier fills; a size over the machine's RAM is refused");
 ABSL_FLAG(int, max_batch_tokens, 2048,
           "tokens computed per step: prefill chunks and one decode token per running request");
 ABSL_FLAG(int, max_running_requests, 64, "requests batched together at most");
@@ -176,6 +186,38 @@ std::string Bytes(int64_t n) {
   return absl::StrFormat("%.1f MiB", n / double(1 << 20));
 }
 
+// "auto", or bytes with an optional K/M/G/T suffix (powers of 1024; "KiB", "GB" and the
+// like read the same).
+absl::StatusOr<int64_t> ParseHostKvBytes(std::string text) {
+  if (text == "auto") return EngineOptions::kHostKvAuto;
+  const std::string original = text;
+  for (const char* unit : {"iB", "B", "ib", "b"}) {
+    if (text.size() > std::strlen(unit) && absl::EndsWith(text, unit)) {
+      text.resize(text.size() - std::strlen(unit));
+      break;
+    }
+  }
+  int shift = 0;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': case 'k': shift = 10; break;
+      case 'M': case 'm': shift = 20; break;
+      case 'G': case 'g': shift = 30; break;
+      case 'T': case 't': shift = 40; break;
+      default: break;
+    }
+    if (shift > 0) text.pop_back();
+  }
+  double value = 0;
+  if (text.empty() || !absl::SimpleAtod(text, &value) || !(value >= 0) ||
+      value * std::ldexp(1.0, shift) > 9.0e18) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--host_kv_cache_bytes=", original,
+        ": expected auto, 0, or a size such as 64G, 512M or 1073741824"));
+  }
+  return static_cast<int64_t>(value * std::ldexp(1.0, shift));
+}
+
 int Run() {
   // Tenants first: a bad tokens file should fail before a long model load.
   TenantDirectory tenants = TenantDirectory::Open();
@@ -255,6 +297,12 @@ int Run() {
   EngineOptions options;
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  absl::StatusOr<int64_t> host_kv_bytes = ParseHostKvBytes(absl::GetFlag(FLAGS_host_kv_cache_bytes));
+  if (!host_kv_bytes.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", std::string(host_kv_bytes.status().message()).c_str());
+    return 2;
+  }
+  options.host_kv_cache_bytes = *host_kv_bytes;
   options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
@@ -284,6 +332,13 @@ int Run() {
       tenants.requires_identity()
           ? absl::StrCat(tenants.num_tenants(), " tenants (bearer tokens required)").c_str()
           : "no tokens file (one namespace)");
+  if ((*engine)->host_kv_cache_tokens() > 0) {
+    std::fprintf(stderr,
+                 "prefixd: host KV tier %lld tokens (%s, taken as it fills): evicted blocks move "
+                 "there and come back on a hit\n",
+                 static_cast<long long>((*engine)->host_kv_cache_tokens()),
+                 Bytes((*engine)->host_kv_cache_bytes()).c_str());
+  }
 
   ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);

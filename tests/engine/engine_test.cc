@@ -23,6 +23,7 @@ using ::prefixd::testing::Outcome;
 using ::prefixd::testing::RunAll;
 using ::prefixd::testing::RunOne;
 using ::prefixd::testing::Stream;
+using ::prefixd::testing::TestModelDir;
 using ::testing::Each;
 using ::testing::Field;
 
@@ -435,6 +436,74 @@ TEST(EngineTest, ForcedHashCollisionsNeverShareKvAndOutputsEqualCacheOff) {
   EXPECT_EQ(got[1].usage.cached_tokens, 0);
   EXPECT_EQ(got[3].usage.cached_tokens, 0);
   EXPECT_GT(engine->Stats().cache.tree.hash_collisions, 0);
+}
+
+// Conversations that come back after other traffic pushed them out of a small device pool
+// still hit, from the host tier, and their outputs equal the cache off; with every block
+// key colliding, the tiers still never hand one prompt another's KV.
+TEST(EngineTest, AHostTierKeepsEvictedPrefixesAndOutputsEqualCacheOff) {
+  std::vector<GenerationRequest> first, again;
+  for (int i = 0; i < 8; ++i) {
+    const std::vector<TokenId> history = Tokens(300 + i, 80);  // 5 blocks
+    first.push_back(Greedy(history, 6));
+    again.push_back(Greedy(Concat(history, Tokens(400 + i, 9)), 6));
+  }
+  for (GenerationRequest& r : first) r.sampling.top_logprobs = 5;
+  for (GenerationRequest& r : again) r.sampling.top_logprobs = 5;
+  EngineOptions options = TestOptions();
+  options.kv_cache_tokens = 16 * 24;  // 24 blocks: about four conversations
+  options.max_running_requests = 4;
+  options.prefix_cache = false;
+  std::unique_ptr<Engine> reference = MakeTestEngine(options);
+  std::vector<Outcome> want;
+  for (const GenerationRequest& r : first) want.push_back(RunOne(*reference, r));
+  for (const GenerationRequest& r : again) want.push_back(RunOne(*reference, r));
+
+  for (const bool collide : {false, true}) {
+    SCOPED_TRACE(collide ? "every key colliding" : "xxh3");
+    options.prefix_cache = true;
+    options.host_kv_cache_bytes = int64_t{64} << 16;  // 64 blocks of 64 KiB
+    options.block_hash = collide ? &AlwaysCollide : nullptr;
+    // With every key colliding only one conversation can be cached at a time: a pool of 8
+    // blocks makes the next one's private blocks push it to the host.
+    options.kv_cache_tokens = collide ? 16 * 8 : 16 * 24;
+    std::unique_ptr<Engine> engine = MakeTestEngine(options);
+    ASSERT_EQ(engine->host_kv_cache_tokens(), 64 * 16);
+    std::vector<Outcome> got;
+    for (const GenerationRequest& r : first) got.push_back(RunOne(*engine, r));
+    for (const GenerationRequest& r : again) got.push_back(RunOne(*engine, r));
+    for (size_t i = 0; i < got.size(); ++i) {
+      ExpectSameOutput(want[i], got[i], 1e-4f, "request " + std::to_string(i));
+    }
+    const EngineStats stats = engine->Stats();
+    EXPECT_GT(stats.cache.tree.demoted_blocks, 0);
+    EXPECT_GT(stats.cache.tree.promoted_blocks, 0);
+    if (!collide) {
+      // Every returning conversation found its history: 5 blocks, most from the host.
+      for (size_t i = first.size(); i < got.size(); ++i) {
+        EXPECT_EQ(got[i].usage.cached_tokens, 80) << "request " << i;
+      }
+      EXPECT_GT(stats.cache.tree.promoted_blocks, 0);
+      EXPECT_GT(stats.cache.tree.host_hit_tokens, 0);
+      EXPECT_EQ(stats.host_kv.bytes_to_device, stats.cache.tree.promoted_blocks << 16);
+      EXPECT_EQ(stats.host_kv.bytes_to_host, stats.cache.tree.demoted_blocks << 16);
+      EXPECT_GT(stats.host_kv.bytes_allocated, 0);
+      EXPECT_LE(stats.host_kv.bytes_allocated, int64_t{64} << 16);
+    }
+  }
+}
+
+TEST(EngineTest, AHostTierLargerThanTheMachinesRamIsRefused) {
+  EngineOptions options = TestOptions();
+  options.host_kv_cache_bytes = int64_t{1} << 60;
+  std::unique_ptr<Backend> backend = MakeCpuBackend(1);
+  absl::StatusOr<LoadedModel> model = LoadModel(TestModelDir(), {}, *backend);
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(std::move(backend), *std::move(model), options);
+  ASSERT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(engine.status().message(), ::testing::HasSubstr("more than this machine's RAM"));
+  EXPECT_THAT(engine.status().message(), ::testing::HasSubstr("GiB"));
 }
 
 TEST(EngineTest, ShutdownRefusesNewRequestsAndEndsTheRestAsCancelled) {
