@@ -17,6 +17,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -100,6 +101,36 @@ TEST_F(CudaKernelsTest, CopiesRoundTripAndRowsViewsAddressTheRightRows) {
 
   DeviceTensor empty = cuda_->Allocate(DType::kBF16, {0, 16});
   EXPECT_FALSE(empty.empty());  // a distinct allocation even for zero elements
+}
+
+// The host KV tier's transfers: they start after the ops queued before them, and the ops
+// queued after WaitForCopies see them done; an allocation the host refuses is a nullptr.
+TEST_F(CudaKernelsTest, HostTransfersRunInOrderWithTheOps) {
+  constexpr int64_t kN = 1 << 20;
+  DeviceTensor a = cuda_->Allocate(DType::kBF16, {kN});
+  void* host = cuda_->AllocateHost(kN * 2);
+  ASSERT_NE(host, nullptr);
+  cuda_->FillRandom(a.view(), 11, 1.0f);
+  const std::vector<uint16_t> first = DownloadBits(*cuda_, a.view());
+  // Demotion: the copy reads a before the next fill overwrites it.
+  Backend::MemCopy down{host, a.view().data, static_cast<size_t>(kN * 2)};
+  cuda_->CopyAsync({&down, 1}, Backend::CopyDirection::kToHost);
+  cuda_->WaitForCopies();
+  cuda_->Fill(a.view(), 3.0f);
+  cuda_->Synchronize();
+  std::vector<uint16_t> on_host(kN);
+  std::memcpy(on_host.data(), host, kN * 2);
+  ExpectSameBf16(on_host, first, "demoted copy");
+  // Promotion: the copy lands after the fill before it, and before the download after it.
+  Backend::MemCopy up{a.view().data, host, static_cast<size_t>(kN * 2)};
+  cuda_->CopyAsync({&up, 1}, Backend::CopyDirection::kToDevice);
+  cuda_->WaitForCopies();
+  ExpectSameBf16(DownloadBits(*cuda_, a.view()), first, "promoted copy");
+  cuda_->FreeHost(host);
+  EXPECT_EQ(cuda_->AllocateHost(size_t{1} << 60), nullptr);
+  // The device is still fine after the refusal.
+  cuda_->Fill(a.view(), 1.0f);
+  cuda_->Synchronize();
 }
 
 TEST_F(CudaKernelsTest, ConvertFromHostRoundsF32ToNearestEven) {
