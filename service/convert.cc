@@ -374,11 +374,27 @@ void AppendUpdate(GenerationUpdate& update, v1::GenerateResponse& response) {
   u->set_total_seconds(absl::ToDoubleSeconds(update.usage.total_time));
 }
 
+namespace {
+
+void FillBlockCounts(const BlockCounts& in, v1::BlockCounts& out) {
+  out.set_total(in.total);
+  out.set_free(in.free);
+  out.set_evictable(in.evictable);
+  out.set_in_use(in.in_use);
+  out.set_pinned(in.pinned);
+}
+
+v1::Medium ToMedium(CacheEvent::Medium medium) {
+  return medium == CacheEvent::Medium::kHost ? v1::MEDIUM_HOST : v1::MEDIUM_DEVICE;
+}
+
+}  // namespace
+
 void FillCacheStats(const EngineStats& stats, bool all_namespaces,
                     const std::vector<std::string>& visible, v1::CacheStats& out) {
   const CacheStats& c = stats.cache;
   out.set_block_size(c.block_size);
-  int64_t query_tokens = 0, hit_tokens = 0;
+  int64_t query_tokens = 0, hit_tokens = 0, host_hit_tokens = 0;
   for (const NamespaceStats& ns : c.tree.namespaces) {
     if (!all_namespaces && std::find(visible.begin(), visible.end(), ns.name) == visible.end()) {
       continue;
@@ -390,24 +406,25 @@ void FillCacheStats(const EngineStats& stats, bool all_namespaces,
     n->set_hit_rate(ns.query_tokens > 0 ? static_cast<double>(ns.hit_tokens) / ns.query_tokens
                                         : 0.0);
     n->set_cached_blocks(ns.cached_blocks);
+    n->set_host_hit_tokens(ns.host_hit_tokens);
+    n->set_host_cached_blocks(ns.host_cached_blocks);
     query_tokens += ns.query_tokens;
     hit_tokens += ns.hit_tokens;
+    host_hit_tokens += ns.host_hit_tokens;
   }
   if (!all_namespaces) {
-    // A tenant's view: the sums over its own namespaces. The pool, the queue and the
+    // A tenant's view: the sums over its own namespaces. The pools, the queue and the
     // global counters move with other tenants' traffic (their prompt lengths, whether they
     // hit), so they are the operator's (admins, /metrics) only.
     out.set_query_tokens(query_tokens);
     out.set_hit_tokens(hit_tokens);
     out.set_hit_rate(query_tokens > 0 ? static_cast<double>(hit_tokens) / query_tokens : 0.0);
+    out.set_host_hit_tokens(host_hit_tokens);
     return;
   }
-  v1::BlockCounts* b = out.mutable_blocks();
-  b->set_total(c.blocks.total);
-  b->set_free(c.blocks.free);
-  b->set_evictable(c.blocks.evictable);
-  b->set_in_use(c.blocks.in_use);
-  b->set_pinned(c.blocks.pinned);
+  FillBlockCounts(c.blocks, *out.mutable_blocks());
+  // Unset without a host tier: a client tells "none" from "empty".
+  if (c.host_blocks.total > 0) FillBlockCounts(c.host_blocks, *out.mutable_host_blocks());
   out.set_query_tokens(c.tree.query_tokens);
   out.set_hit_tokens(c.tree.hit_tokens);
   out.set_hit_rate(
@@ -418,6 +435,15 @@ void FillCacheStats(const EngineStats& stats, bool all_namespaces,
   out.set_hash_collisions(c.tree.hash_collisions);
   out.set_running_requests(stats.running);
   out.set_waiting_requests(stats.waiting);
+  out.set_host_hit_tokens(c.tree.host_hit_tokens);
+  out.set_demoted_blocks(c.tree.demoted_blocks);
+  out.set_promoted_blocks(c.tree.promoted_blocks);
+  out.set_host_evicted_blocks(c.tree.host_evicted_blocks);
+  out.set_dropped_blocks(c.tree.dropped_blocks);
+  out.set_host_bytes_allocated(stats.host_kv.bytes_allocated);
+  out.set_bytes_to_host(stats.host_kv.bytes_to_host);
+  out.set_bytes_to_device(stats.host_kv.bytes_to_device);
+  out.set_host_allocation_failures(stats.host_kv.allocation_failures);
 }
 
 void FillCacheEvent(const CacheEvent& event, int block_size, v1::CacheEvent& out) {
@@ -428,10 +454,12 @@ void FillCacheEvent(const CacheEvent& event, int block_size, v1::CacheEvent& out
     s->set_parent_key(event.parent.ToBytes());
     s->set_block_size(block_size);
     s->set_namespace_(event.ns);
+    s->set_medium(ToMedium(event.medium));
   } else {
     v1::BlocksRemoved* r = out.mutable_removed();
     for (const BlockKey& k : event.keys) r->add_block_keys(k.ToBytes());
     r->set_namespace_(event.ns);
+    r->set_medium(ToMedium(event.medium));
   }
 }
 

@@ -76,12 +76,12 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
 // one message while the client is slow to read).
 void AppendUpdate(GenerationUpdate& update, v1::GenerateResponse& response);
 
-// GetStats: the whole cache; per-namespace rows only for `visible` names (all if empty and
-// `all_namespaces`).
+// GetStats: the whole cache, both tiers (host_blocks only when there is a host tier);
+// per-namespace rows only for `visible` names (all if empty and `all_namespaces`).
 void FillCacheStats(const EngineStats& stats, bool all_namespaces,
                     const std::vector<std::string>& visible, v1::CacheStats& out);
 
-// A cache event on the wire.
+// A cache event on the wire, with its medium (MEDIUM_DEVICE or MEDIUM_HOST).
 void FillCacheEvent(const CacheEvent& event, int block_size, v1::CacheEvent& out);
 
 }  // namespace prefixd

@@ -87,6 +87,10 @@ void DashboardSampler::SampleNow(absl::Time now) {
   s.kv_evictable = b.evictable;
   s.kv_in_use = b.in_use - b.pinned;
   s.kv_pinned = b.pinned;
+  s.kv_host_evictable = stats.cache.host_blocks.evictable;
+  s.kv_host_in_use = stats.cache.host_blocks.in_use;
+  s.demoted_blocks = stats.cache.tree.demoted_blocks;
+  s.promoted_blocks = stats.cache.tree.promoted_blocks;
   if (ttft.count > 0) {
     s.ttft_p50 = ttft.p50_seconds;
     s.ttft_p99 = ttft.p99_seconds;
@@ -100,6 +104,8 @@ void DashboardSampler::SampleNow(absl::Time now) {
     t.query_tokens += ns.query_tokens;
     t.hit_tokens += ns.hit_tokens;
     t.cached_blocks += ns.cached_blocks;
+    t.host_hit_tokens += ns.host_hit_tokens;
+    t.host_cached_blocks += ns.host_cached_blocks;
   }
 
   absl::MutexLock lock(&mu_);
@@ -110,6 +116,8 @@ void DashboardSampler::SampleNow(absl::Time now) {
       s.generated_per_s = (s.generated_tokens - prev.generated_tokens) / dt;
       s.prompt_per_s = (s.prompt_tokens - prev.prompt_tokens) / dt;
       s.requests_per_s = (s.finished_requests - prev.finished_requests) / dt;
+      s.demoted_per_s = (s.demoted_blocks - prev.demoted_blocks) / dt;
+      s.promoted_per_s = (s.promoted_blocks - prev.promoted_blocks) / dt;
     }
   }
   // The hit rate over the window: against the newest sample at least rate_window old (or the
@@ -148,6 +156,9 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
       {"backend", engine.backend().Describe()},
       {"block_size", stats.cache.block_size},
       {"kv_capacity_blocks", stats.cache.blocks.total},
+      // The host tier: 0 without one (the page then leaves it out).
+      {"host_kv_capacity_blocks", stats.cache.host_blocks.total},
+      {"host_kv_capacity_bytes", engine.host_kv_cache_bytes()},
       {"prefix_cache", stats.cache.enabled},
       {"max_running_requests", engine.options().max_running_requests},
       {"uptime_s", absl::ToDoubleSeconds(now - metrics_->start_time())},
@@ -169,6 +180,14 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
       {"generated_tokens", c.generated_tokens},
       {"preemptions", c.preemptions},
       {"evicted_blocks", stats.cache.tree.evicted_blocks},
+      {"host_hit_tokens", stats.cache.tree.host_hit_tokens},
+      {"demoted_blocks", stats.cache.tree.demoted_blocks},
+      {"promoted_blocks", stats.cache.tree.promoted_blocks},
+      {"host_evicted_blocks", stats.cache.tree.host_evicted_blocks},
+      {"dropped_blocks", stats.cache.tree.dropped_blocks},
+      {"host_bytes_allocated", stats.host_kv.bytes_allocated},
+      {"bytes_to_host", stats.host_kv.bytes_to_host},
+      {"bytes_to_device", stats.host_kv.bytes_to_device},
       {"traffic",
        finished > 0 || stats.running > 0 || stats.waiting > 0 || stats.cache.tree.query_tokens > 0},
   };
@@ -180,6 +199,10 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
                  {"kv_evictable", Json::array()},
                  {"kv_in_use", Json::array()},
                  {"kv_pinned", Json::array()},
+                 {"kv_host_evictable", Json::array()},
+                 {"kv_host_in_use", Json::array()},
+                 {"demoted_per_s", Json::array()},
+                 {"promoted_per_s", Json::array()},
                  {"ttft_p50_s", Json::array()},
                  {"ttft_p99_s", Json::array()},
                  {"generated_per_s", Json::array()},
@@ -197,6 +220,10 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
     series["kv_evictable"].push_back(s.kv_evictable);
     series["kv_in_use"].push_back(s.kv_in_use);
     series["kv_pinned"].push_back(s.kv_pinned);
+    series["kv_host_evictable"].push_back(s.kv_host_evictable);
+    series["kv_host_in_use"].push_back(s.kv_host_in_use);
+    series["demoted_per_s"].push_back(s.demoted_per_s);
+    series["promoted_per_s"].push_back(s.promoted_per_s);
     series["ttft_p50_s"].push_back(OrNull(s.ttft_p50));
     series["ttft_p99_s"].push_back(OrNull(s.ttft_p99));
     series["generated_per_s"].push_back(s.generated_per_s);
@@ -221,6 +248,8 @@ std::string DashboardSampler::DataJson(std::optional<int64_t> since_ms, absl::Ti
           {"recent_hit_rate",
            OrNull(Ratio(t.hit_tokens - before.hit_tokens, t.query_tokens - before.query_tokens))},
           {"cached_blocks", t.cached_blocks},
+          {"host_hit_tokens", t.host_hit_tokens},
+          {"host_cached_blocks", t.host_cached_blocks},
       });
     }
   }

@@ -67,6 +67,9 @@ class DashboardSampler {
     int64_t finished_requests = 0;
     std::optional<double> hit_rate;  // over rate_window; none without queries
     int64_t kv_free = 0, kv_evictable = 0, kv_in_use = 0, kv_pinned = 0;  // a partition
+    int64_t kv_host_evictable = 0, kv_host_in_use = 0;  // the host tier's used states
+    int64_t demoted_blocks = 0, promoted_blocks = 0;    // cumulative
+    double demoted_per_s = 0, promoted_per_s = 0;
     std::optional<double> ttft_p50, ttft_p99;  // seconds, over rate_window
     double generated_per_s = 0;
     double prompt_per_s = 0;
@@ -78,6 +81,8 @@ class DashboardSampler {
     int64_t query_tokens = 0;
     int64_t hit_tokens = 0;
     int64_t cached_blocks = 0;
+    int64_t host_hit_tokens = 0;
+    int64_t host_cached_blocks = 0;
   };
   using TenantTable = std::map<std::string, TenantCounts>;
   // The hottest prefixes, shared with the engine's callback (which may outlive us).

@@ -27,6 +27,13 @@ void PackString(Packer& p, std::string_view s) {
 // whatever its value (llm-d's rejects hashes that arrive as narrower integers).
 void PackHash(Packer& p, const BlockKey& key) { p.pack_fix_uint64(key.lo); }
 
+// vLLM's names for where the blocks are: "GPU" for the device's KV pool (also on the CPU
+// backend, whose pool plays the GPU's part), "CPU" for the host tier (as vLLM's CPU
+// offloading reports it).
+std::string_view MediumName(CacheEvent::Medium medium) {
+  return medium == CacheEvent::Medium::kHost ? "CPU" : "GPU";
+}
+
 void PackHashes(Packer& p, const CacheEvent& event) {
   p.pack_array(static_cast<uint32_t>(event.keys.size()));
   for (const BlockKey& key : event.keys) PackHash(p, key);
@@ -57,7 +64,7 @@ void PackStored(Packer& p, const CacheEvent& event, int block_size, KvEventsForm
   if (map) PackString(p, "lora_id");
   p.pack_nil();
   if (map) PackString(p, "medium");
-  PackString(p, "GPU");
+  PackString(p, MediumName(event.medium));
   if (map) {
     // Required in vLLM's map layout (no default), so written even when nil.
     PackString(p, "lora_name");
@@ -77,7 +84,7 @@ void PackRemoved(Packer& p, const CacheEvent& event, KvEventsFormat format) {
   if (map) PackString(p, "block_hashes");
   PackHashes(p, event);
   if (map) PackString(p, "medium");
-  PackString(p, "GPU");
+  PackString(p, MediumName(event.medium));
 }
 
 }  // namespace

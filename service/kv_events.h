@@ -10,8 +10,11 @@
 // Events, in one of two layouts (KvEventsFormat): msgspec's array_like structs (vLLM up to
 // its June 2026 change, 7 fields), or the tagged maps vLLM sends since:
 //   BlockStored   block_hashes, parent_block_hash (nil for a sequence's first block),
-//                 token_ids (every block's, in order), block_size, lora_id (nil), medium "GPU"
-//   BlockRemoved  block_hashes, medium "GPU"
+//                 token_ids (every block's, in order), block_size, lora_id (nil), medium
+//   BlockRemoved  block_hashes, medium
+// medium is "GPU" for the device's KV pool and "CPU" for the host tier: a demotion is
+// BlockRemoved "GPU" then BlockStored "CPU" with the same hashes, a promotion the reverse
+// (a router that ignores the medium sees a block removed and stored again).
 // A block hash is the low 64 bits of prefixd's chained XXH3-128 block key, always written
 // as an 8-byte unsigned integer (msgpack uint64) so that every decoder takes it. Keys are
 // stable for the life of the process (the hash seed is random per process); routers key

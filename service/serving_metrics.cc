@@ -91,7 +91,14 @@ ServingMetrics::ServingMetrics(const Engine* engine)
                                            "Tokens computed in one engine step (prefill chunks "
                                            "plus one per decoding request).",
                                            ExponentialBuckets(1, 2, 14))
-                             .Get()) {
+                             .Get()),
+      promotion_wait_(registry_
+                          .AddHistogram("prefixd_kv_promotion_wait_seconds",
+                                        "Time from the admission of a request whose cached "
+                                        "blocks were in the host tier (their copies to the "
+                                        "device queued) to the first step that ran it.",
+                                        ExponentialBuckets(0.0005, 2, 14))
+                          .Get()) {
   registry_.AddCollector([this](TextExposition& out) { CollectEngineStats(out); });
 }
 
@@ -146,6 +153,7 @@ void ServingMetrics::RecordRejected(const absl::Status& status) {
 void ServingMetrics::RecordStep(const StepReport& step) {
   step_duration_.Observe(Seconds(step.duration));
   step_batch_tokens_.Observe(step.num_tokens);
+  for (absl::Duration wait : step.promotion_waits) promotion_wait_.Observe(Seconds(wait));
 }
 
 void ServingMetrics::RecordTimeToFirstToken(absl::Time when, absl::Duration ttft) {
@@ -193,6 +201,7 @@ void ServingMetrics::CollectEngineStats(TextExposition& out) const {
   // across models or adapters; those rows are summed).
   struct TenantRow {
     int64_t query_tokens = 0, hit_tokens = 0, cached_blocks = 0;
+    int64_t host_hit_tokens = 0, host_cached_blocks = 0;
   };
   absl::btree_map<std::string, TenantRow> tenants;
   for (const NamespaceStats& ns : tree.namespaces) {
@@ -200,15 +209,23 @@ void ServingMetrics::CollectEngineStats(TextExposition& out) const {
     row.query_tokens += ns.query_tokens;
     row.hit_tokens += ns.hit_tokens;
     row.cached_blocks += ns.cached_blocks;
+    row.host_hit_tokens += ns.host_hit_tokens;
+    row.host_cached_blocks += ns.host_cached_blocks;
   }
   out.Family("prefixd_prefix_cache_queries_tokens_total",
              "Prompt tokens looked up in the prefix cache, by tenant (cache namespace).",
              MetricType::kCounter);
   for (const auto& [name, row] : tenants) out.Sample("", {{"tenant", name}}, row.query_tokens);
   out.Family("prefixd_prefix_cache_hits_tokens_total",
-             "Prompt tokens found in the prefix cache, by tenant (cache namespace).",
+             "Prompt tokens found in the prefix cache (either tier), by tenant (cache "
+             "namespace).",
              MetricType::kCounter);
   for (const auto& [name, row] : tenants) out.Sample("", {{"tenant", name}}, row.hit_tokens);
+  out.Family("prefixd_prefix_cache_host_hits_tokens_total",
+             "Of the hit tokens, those found in the host tier (brought back to the device "
+             "rather than recomputed), by tenant (cache namespace).",
+             MetricType::kCounter);
+  for (const auto& [name, row] : tenants) out.Sample("", {{"tenant", name}}, row.host_hit_tokens);
   out.Gauge("prefixd_prefix_cache_hit_ratio",
             "Prefix cache hit tokens / query tokens since start (0 before any query). For a "
             "recent rate: rate(hits_tokens_total) / rate(queries_tokens_total).",
@@ -262,10 +279,56 @@ void ServingMetrics::CollectEngineStats(TextExposition& out) const {
   out.Counter("prefixd_kv_inserted_blocks_total", "Blocks added to the prefix cache.",
               tree.inserted_blocks);
   out.Counter("prefixd_kv_evicted_blocks_total",
-              "Cached blocks evicted to make room (least recently used first).",
+              "Cached blocks evicted from the device to make room (least recently used "
+              "first); with a host tier, demoted to it or dropped.",
               tree.evicted_blocks);
-  out.Counter("prefixd_kv_flushed_blocks_total", "Cached blocks dropped by Flush.",
+  out.Counter("prefixd_kv_flushed_blocks_total", "Cached blocks dropped by Flush (both tiers).",
               tree.flushed_blocks);
+
+  // The host tier (all 0 without one: prefixd_kv_host_capacity_blocks says which).
+  const BlockCounts& host = s.cache.host_blocks;
+  out.Gauge("prefixd_kv_host_capacity_blocks",
+            "KV cache blocks the host tier can hold (0: no host tier).", host.total);
+  out.Family("prefixd_kv_host_blocks",
+             "Host tier blocks by state; the states partition its capacity. free: holds "
+             "nothing (or has no memory yet); evictable: cached, reclaimable; in_use: matched "
+             "by a request and being brought back to the device.",
+             MetricType::kGauge);
+  out.Sample("", {{"state", "free"}}, host.free);
+  out.Sample("", {{"state", "evictable"}}, host.evictable);
+  out.Sample("", {{"state", "in_use"}}, host.in_use);
+  out.Family("prefixd_kv_host_cached_blocks", "Blocks in the host tier, by tenant.",
+             MetricType::kGauge);
+  for (const auto& [name, row] : tenants) {
+    out.Sample("", {{"tenant", name}}, row.host_cached_blocks);
+  }
+  out.Counter("prefixd_kv_demoted_blocks_total",
+              "Blocks evicted from the device into the host tier.", tree.demoted_blocks);
+  out.Counter("prefixd_kv_promoted_blocks_total",
+              "Blocks brought back from the host tier to the device on a hit.",
+              tree.promoted_blocks);
+  out.Counter("prefixd_kv_host_evicted_blocks_total",
+              "Blocks dropped from the host tier to make room (least recently used first).",
+              tree.host_evicted_blocks);
+  out.Counter("prefixd_kv_dropped_blocks_total",
+              "Blocks evicted from the device that the host tier had no room for (every host "
+              "block in use, or its memory refused), so dropped.",
+              tree.dropped_blocks);
+  out.Family("prefixd_kv_host_transfer_bytes_total",
+             "Bytes of KV copied between the tiers: to_host by demotions, to_device by "
+             "promotions.",
+             MetricType::kCounter);
+  out.Sample("", {{"direction", "to_device"}}, s.host_kv.bytes_to_device);
+  out.Sample("", {{"direction", "to_host"}}, s.host_kv.bytes_to_host);
+  out.Gauge("prefixd_kv_host_capacity_bytes",
+            "The host tier's size in bytes (--host_kv_cache_bytes; 0: no host tier).",
+            engine_->host_kv_cache_bytes());
+  out.Gauge("prefixd_kv_host_allocated_bytes",
+            "Host memory the host tier has taken so far (it grows as the tier fills).",
+            s.host_kv.bytes_allocated);
+  out.Counter("prefixd_kv_host_allocation_failures_total",
+              "Host memory requests the system refused (the host tier stops growing).",
+              s.host_kv.allocation_failures);
 
   out.Gauge("prefixd_queue_depth_requests", "Requests waiting to be admitted.", s.waiting);
   out.Gauge("prefixd_running_requests", "Requests in the running batch.", s.running);

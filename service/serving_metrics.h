@@ -4,7 +4,8 @@
 // Three sources:
 //   - each Generate call, followed through its engine updates (RequestRecorder): final
 //     status, per-tenant token counts, time to first token, inter-token latency, duration;
-//   - each engine step (RecordStep, from the engine's step observer): step time, batch size;
+//   - each engine step (RecordStep, from the engine's step observer): step time, batch size,
+//     and how long requests whose blocks came back from the host tier waited for them;
 //   - the engine's own counters and the cache's block counts, read from
 //     Engine::StatsSnapshot() at scrape time (they are monotonic or current already, so
 //     they are exposed as they are rather than counted twice).
@@ -88,6 +89,7 @@ class ServingMetrics {
   Histogram& queue_time_;
   Histogram& step_duration_;
   Histogram& step_batch_tokens_;
+  Histogram& promotion_wait_;
 
   // Recent first-token latencies for the dashboard's percentiles: (when, seconds), oldest
   // first, at most kMaxRecent and none older than kRecentHorizon.

@@ -57,6 +57,21 @@ nlohmann::ordered_json TokenizeResponseToJson(const v1::TokenizeResponse& r) {
           {"token_ids", std::vector<int32_t>(r.token_ids().begin(), r.token_ids().end())}};
 }
 
+namespace {
+
+nlohmann::ordered_json BlockCountsToJson(const v1::BlockCounts& b) {
+  return {{"total", b.total()},
+          {"free", b.free()},
+          {"evictable", b.evictable()},
+          {"in_use", b.in_use()},
+          {"pinned", b.pinned()}};
+}
+
+// "device" or "host" (a server from before the host tier: device).
+const char* MediumName(v1::Medium medium) { return medium == v1::MEDIUM_HOST ? "host" : "device"; }
+
+}  // namespace
+
 nlohmann::ordered_json CacheStatsToJson(const v1::CacheStats& s) {
   nlohmann::ordered_json namespaces = nlohmann::ordered_json::array();
   for (const v1::NamespaceStats& ns : s.namespaces()) {
@@ -64,25 +79,36 @@ nlohmann::ordered_json CacheStatsToJson(const v1::CacheStats& s) {
                           {"query_tokens", ns.query_tokens()},
                           {"hit_tokens", ns.hit_tokens()},
                           {"hit_rate", ns.hit_rate()},
-                          {"cached_blocks", ns.cached_blocks()}});
+                          {"cached_blocks", ns.cached_blocks()},
+                          {"host_hit_tokens", ns.host_hit_tokens()},
+                          {"host_cached_blocks", ns.host_cached_blocks()}});
   }
-  const v1::BlockCounts& b = s.blocks();
-  return {{"block_size", s.block_size()},
-          {"blocks",
-           {{"total", b.total()},
-            {"free", b.free()},
-            {"evictable", b.evictable()},
-            {"in_use", b.in_use()},
-            {"pinned", b.pinned()}}},
-          {"query_tokens", s.query_tokens()},
-          {"hit_tokens", s.hit_tokens()},
-          {"hit_rate", s.hit_rate()},
-          {"evicted_blocks", s.evicted_blocks()},
-          {"inserted_blocks", s.inserted_blocks()},
-          {"hash_collisions", s.hash_collisions()},
-          {"namespaces", namespaces},
-          {"running_requests", s.running_requests()},
-          {"waiting_requests", s.waiting_requests()}};
+  nlohmann::ordered_json j = {{"block_size", s.block_size()},
+                              {"blocks", BlockCountsToJson(s.blocks())},
+                              {"query_tokens", s.query_tokens()},
+                              {"hit_tokens", s.hit_tokens()},
+                              {"hit_rate", s.hit_rate()},
+                              {"evicted_blocks", s.evicted_blocks()},
+                              {"inserted_blocks", s.inserted_blocks()},
+                              {"hash_collisions", s.hash_collisions()},
+                              {"namespaces", namespaces},
+                              {"running_requests", s.running_requests()},
+                              {"waiting_requests", s.waiting_requests()},
+                              {"flushed_blocks", s.flushed_blocks()},
+                              {"host_hit_tokens", s.host_hit_tokens()}};
+  // The host tier: present only when the server has one.
+  if (s.has_host_blocks()) {
+    j["host_blocks"] = BlockCountsToJson(s.host_blocks());
+    j["demoted_blocks"] = s.demoted_blocks();
+    j["promoted_blocks"] = s.promoted_blocks();
+    j["host_evicted_blocks"] = s.host_evicted_blocks();
+    j["dropped_blocks"] = s.dropped_blocks();
+    j["host_bytes_allocated"] = s.host_bytes_allocated();
+    j["bytes_to_host"] = s.bytes_to_host();
+    j["bytes_to_device"] = s.bytes_to_device();
+    j["host_allocation_failures"] = s.host_allocation_failures();
+  }
+  return j;
 }
 
 nlohmann::ordered_json CacheEventToJson(const v1::CacheEvent& e) {
@@ -99,11 +125,13 @@ nlohmann::ordered_json CacheEventToJson(const v1::CacheEvent& e) {
       j["parent_key"] = HexBytes(e.stored().parent_key());
       j["block_size"] = e.stored().block_size();
       j["block_keys"] = keys(e.stored().block_keys());
+      j["medium"] = MediumName(e.stored().medium());
       break;
     case v1::CacheEvent::kRemoved:
       j["type"] = "removed";
       j["namespace"] = e.removed().namespace_();
       j["block_keys"] = keys(e.removed().block_keys());
+      j["medium"] = MediumName(e.removed().medium());
       break;
     case v1::CacheEvent::kSnapshotDone:
       j["type"] = "snapshot_done";

@@ -27,8 +27,11 @@ nlohmann::ordered_json GenerateResponseToJson(const v1::GenerateResponse& respon
 nlohmann::ordered_json UsageToJson(const v1::Usage& usage);
 // {"prompt_text":"...", "token_ids":[...]}
 nlohmann::ordered_json TokenizeResponseToJson(const v1::TokenizeResponse& response);
+// Every field of GetStats; the host tier's ("host_blocks", "demoted_blocks", ...) only when
+// the server has one.
 nlohmann::ordered_json CacheStatsToJson(const v1::CacheStats& stats);
-// {"sequence":N, "type":"stored"|"removed"|"snapshot_done", ...the event's fields}
+// {"sequence":N, "type":"stored"|"removed"|"snapshot_done", ...the event's fields}; stored
+// and removed carry "medium": "device" or "host".
 nlohmann::ordered_json CacheEventToJson(const v1::CacheEvent& event);
 // One line of JSON (no newline); invalid UTF-8 in strings becomes U+FFFD.
 std::string DumpJson(const nlohmann::ordered_json& j);

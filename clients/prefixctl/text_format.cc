@@ -23,6 +23,22 @@ std::string ShortKey(const std::string& key) {
 
 std::string NamespaceName(const std::string& name) { return name.empty() ? "(default)" : name; }
 
+// 512 B, 3.0 KiB, 1.5 GiB.
+std::string Bytes(int64_t n) {
+  const char* const units[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (n < 1024) return absl::StrCat(n, " B");
+  double v = static_cast<double>(n) / 1024;
+  int unit = 0;
+  while (v >= 1024 && unit < 3) {
+    v /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", v, units[unit]);
+}
+
+// Host events say so; device events read as before the host tier.
+std::string MediumSuffix(v1::Medium medium) { return medium == v1::MEDIUM_HOST ? " (host)" : ""; }
+
 }  // namespace
 
 std::string FormatUsage(v1::FinishReason finish_reason, const v1::Usage& u) {
@@ -78,17 +94,44 @@ std::string FormatPins(const v1::ListPinsResponse& pins) {
 std::string FormatStats(const v1::CacheStats& s) {
   const v1::BlockCounts& b = s.blocks();
   std::string out =
-      absl::StrFormat("hit rate    %s (%d of %d prompt tokens served from the cache)\n",
+      absl::StrFormat("hit rate    %s (%d of %d prompt tokens served from the cache",
                       Percent(s.hit_tokens(), s.query_tokens()), s.hit_tokens(), s.query_tokens());
+  if (s.host_hit_tokens() > 0) {
+    absl::StrAppendFormat(&out, ", %d of them from the host tier", s.host_hit_tokens());
+  }
+  out += ")\n";
   if (s.has_blocks()) {
     absl::StrAppendFormat(&out,
                           "blocks      %d total (%d tokens each): %d free, %d evictable, %d in use "
                           "(%d pinned)\n",
                           b.total(), s.block_size(), b.free(), b.evictable(), b.in_use(),
                           b.pinned());
+    if (s.has_host_blocks()) {
+      // The second tier, in host memory: only on servers that have one.
+      const v1::BlockCounts& h = s.host_blocks();
+      absl::StrAppendFormat(&out,
+                            "host tier   %d blocks (%s allocated): %d free, %d evictable, %d being "
+                            "promoted\n",
+                            h.total(), Bytes(s.host_bytes_allocated()), h.free(), h.evictable(),
+                            h.in_use());
+    }
     absl::StrAppendFormat(
         &out, "counters    %d inserted, %d evicted, %d flushed, %d hash collisions\n",
         s.inserted_blocks(), s.evicted_blocks(), s.flushed_blocks(), s.hash_collisions());
+    if (s.has_host_blocks()) {
+      absl::StrAppendFormat(&out,
+                            "host moves  %d demoted (%s), %d promoted (%s), %d evicted from host, "
+                            "%d dropped\n",
+                            s.demoted_blocks(), Bytes(s.bytes_to_host()), s.promoted_blocks(),
+                            Bytes(s.bytes_to_device()), s.host_evicted_blocks(),
+                            s.dropped_blocks());
+      if (s.host_allocation_failures() > 0) {
+        absl::StrAppendFormat(&out,
+                              "            %d host memory allocations refused (the tier stopped "
+                              "growing)\n",
+                              s.host_allocation_failures());
+      }
+    }
     absl::StrAppendFormat(&out, "requests    %d running, %d waiting\n", s.running_requests(),
                           s.waiting_requests());
   } else {
@@ -102,12 +145,23 @@ std::string FormatStats(const v1::CacheStats& s) {
       width = std::max(width, NamespaceName(ns.name()).size());
     }
     const int w = static_cast<int>(width);
-    absl::StrAppendFormat(&out, "\n%-*s %14s %14s %9s %14s\n", w, "namespace", "query tokens",
-                          "hit tokens", "hit rate", "cached blocks");
+    // Host columns where there is a host tier (or a row says so: a tenant's view has no pools).
+    bool host = s.has_host_blocks();
     for (const v1::NamespaceStats& ns : s.namespaces()) {
-      absl::StrAppendFormat(&out, "%-*s %14d %14d %9s %14d\n", w, NamespaceName(ns.name()),
+      host = host || ns.host_hit_tokens() > 0 || ns.host_cached_blocks() > 0;
+    }
+    absl::StrAppendFormat(&out, "\n%-*s %14s %14s %9s %14s", w, "namespace", "query tokens",
+                          "hit tokens", "hit rate", "cached blocks");
+    if (host) absl::StrAppendFormat(&out, " %14s %14s", "host hits", "host blocks");
+    out += "\n";
+    for (const v1::NamespaceStats& ns : s.namespaces()) {
+      absl::StrAppendFormat(&out, "%-*s %14d %14d %9s %14d", w, NamespaceName(ns.name()),
                             ns.query_tokens(), ns.hit_tokens(),
                             Percent(ns.hit_tokens(), ns.query_tokens()), ns.cached_blocks());
+      if (host) {
+        absl::StrAppendFormat(&out, " %14d %14d", ns.host_hit_tokens(), ns.host_cached_blocks());
+      }
+      out += "\n";
     }
   }
   return out;
@@ -124,16 +178,17 @@ std::string FormatEvent(const v1::CacheEvent& e) {
   switch (e.event_case()) {
     case v1::CacheEvent::kStored: {
       const v1::BlocksStored& stored = e.stored();
-      absl::StrAppend(&out, "stored ", stored.block_keys_size(), " blocks in ",
-                      NamespaceName(stored.namespace_()), " (parent ",
-                      ShortKey(stored.parent_key()), ", keys ", keys(stored.block_keys()), ")");
+      absl::StrAppend(&out, "stored ", stored.block_keys_size(), " blocks",
+                      MediumSuffix(stored.medium()), " in ", NamespaceName(stored.namespace_()),
+                      " (parent ", ShortKey(stored.parent_key()), ", keys ",
+                      keys(stored.block_keys()), ")");
       break;
     }
     case v1::CacheEvent::kRemoved: {
       const v1::BlocksRemoved& removed = e.removed();
-      absl::StrAppend(&out, "removed ", removed.block_keys_size(), " blocks from ",
-                      NamespaceName(removed.namespace_()), " (keys ", keys(removed.block_keys()),
-                      ")");
+      absl::StrAppend(&out, "removed ", removed.block_keys_size(), " blocks",
+                      MediumSuffix(removed.medium()), " from ", NamespaceName(removed.namespace_()),
+                      " (keys ", keys(removed.block_keys()), ")");
       break;
     }
     case v1::CacheEvent::kSnapshotDone:

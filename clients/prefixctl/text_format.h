@@ -29,12 +29,14 @@ std::string FormatTokenize(const v1::TokenizeResponse& response);
 // A table of the chosen tokens' logprobs and their top alternatives.
 std::string FormatLogprobs(const std::vector<v1::TokenLogprob>& logprobs);
 
-// Hit rate, blocks by state, counters, then a table of namespaces.
+// Hit rate, blocks by state, counters, then a table of namespaces; the host tier's blocks,
+// moves and per-namespace columns when the server has one.
 std::string FormatStats(const v1::CacheStats& stats);
 // ListPins as a table, oldest first.
 std::string FormatPins(const v1::ListPinsResponse& pins);
 
-// One line per event, e.g. "#12 stored 3 blocks in default (parent 1f2e…, keys 9a0b… …)".
+// One line per event, e.g. "#12 stored 3 blocks in default (parent 1f2e…, keys 9a0b… …)";
+// host tier events say "blocks (host)".
 std::string FormatEvent(const v1::CacheEvent& event);
 
 }  // namespace prefixd::ctl

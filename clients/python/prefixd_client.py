@@ -222,13 +222,23 @@ def format_stats(stats):
         lines += [
             f"blocks   {b.total} total: {b.free} free, {b.evictable} evictable, "
             f"{b.in_use} in use ({b.pinned} pinned)",
-            f"requests {stats.running_requests} running, {stats.waiting_requests} waiting",
         ]
+        if stats.HasField("host_blocks"):  # the second tier, in host memory
+            h = stats.host_blocks
+            lines.append(
+                f"host     {h.total} blocks: {h.free} free, {h.evictable} evictable, "
+                f"{h.in_use} being promoted; {stats.demoted_blocks} demoted, "
+                f"{stats.promoted_blocks} promoted, {stats.dropped_blocks} dropped")
+        lines.append(
+            f"requests {stats.running_requests} running, {stats.waiting_requests} waiting")
     else:  # a tenant's own view: the pool and the queue are the operator's
         lines.append("blocks   (pool and queue: admins only)")
     for ns in stats.namespaces:
-        lines.append(f"namespace {ns.name or '(default)'}: {ns.hit_tokens}/{ns.query_tokens} "
-                     f"tokens hit ({100.0 * ns.hit_rate:.1f}%), {ns.cached_blocks} blocks")
+        line = (f"namespace {ns.name or '(default)'}: {ns.hit_tokens}/{ns.query_tokens} "
+                f"tokens hit ({100.0 * ns.hit_rate:.1f}%), {ns.cached_blocks} blocks")
+        if ns.host_hit_tokens or ns.host_cached_blocks:
+            line += f" (host: {ns.host_hit_tokens} tokens hit, {ns.host_cached_blocks} blocks)"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ExitCodeTest, DistinguishesUnavailableFromOtherErrors) {
   EXPECT_EQ(ExitCodeForStatus(absl::OkStatus()), 0);
@@ -166,6 +167,12 @@ TEST(JsonFormatTest, EventsWithHexKeys) {
   EXPECT_EQ(j["type"], "stored");
   EXPECT_EQ(j["block_keys"][0], "01ab");
   EXPECT_EQ(j["parent_key"], "");
+  EXPECT_EQ(j["medium"], "device") << "unset (an older server): the device";
+  e.mutable_stored()->set_medium(v1::MEDIUM_HOST);
+  EXPECT_EQ(CacheEventToJson(e)["medium"], "host");
+  v1::CacheEvent removed;
+  removed.mutable_removed()->set_medium(v1::MEDIUM_HOST);
+  EXPECT_EQ(CacheEventToJson(removed)["medium"], "host");
 }
 
 TEST(JsonFormatTest, ErrorsCarryTheStatusCode) {
@@ -227,6 +234,94 @@ TEST(TextFormatTest, StatsShowHitRateBlocksAndNamespaces) {
   EXPECT_THAT(text, HasSubstr("60 free, 30 evictable, 10 in use (4 pinned)"));
   EXPECT_THAT(text, HasSubstr("team-a"));
   EXPECT_THAT(text, HasSubstr("25.0%"));
+  EXPECT_THAT(text, Not(HasSubstr("host"))) << "no host tier, no host lines or columns";
+}
+
+// A GetStats answer from a server with a host tier: 20 of alice's 50 hit tokens came back
+// from it.
+v1::CacheStats TieredStats() {
+  v1::CacheStats stats;
+  stats.set_block_size(16);
+  stats.mutable_blocks()->set_total(100);
+  stats.mutable_blocks()->set_free(10);
+  stats.mutable_blocks()->set_evictable(80);
+  stats.mutable_blocks()->set_in_use(10);
+  v1::BlockCounts* host = stats.mutable_host_blocks();
+  host->set_total(256);
+  host->set_free(200);
+  host->set_evictable(54);
+  host->set_in_use(2);
+  stats.set_query_tokens(200);
+  stats.set_hit_tokens(50);
+  stats.set_host_hit_tokens(20);
+  stats.set_evicted_blocks(70);
+  stats.set_demoted_blocks(64);
+  stats.set_promoted_blocks(8);
+  stats.set_host_evicted_blocks(3);
+  stats.set_dropped_blocks(6);
+  stats.set_host_bytes_allocated(int64_t{4} << 20);
+  stats.set_bytes_to_host(int64_t{64} << 16);
+  stats.set_bytes_to_device(int64_t{8} << 16);
+  v1::NamespaceStats* ns = stats.add_namespaces();
+  ns->set_name("alice");
+  ns->set_query_tokens(200);
+  ns->set_hit_tokens(50);
+  ns->set_cached_blocks(40);
+  ns->set_host_hit_tokens(20);
+  ns->set_host_cached_blocks(54);
+  return stats;
+}
+
+TEST(TextFormatTest, StatsShowTheHostTierWhenTheServerHasOne) {
+  const std::string text = FormatStats(TieredStats());
+  EXPECT_THAT(text, HasSubstr("(50 of 200 prompt tokens served from the cache, 20 of them from "
+                              "the host tier)"));
+  EXPECT_THAT(text, HasSubstr("host tier   256 blocks (4.0 MiB allocated): 200 free, 54 "
+                              "evictable, 2 being promoted\n"));
+  EXPECT_THAT(text, HasSubstr("host moves  64 demoted (4.0 MiB), 8 promoted (512.0 KiB), 3 "
+                              "evicted from host, 6 dropped\n"));
+  EXPECT_THAT(text, Not(HasSubstr("refused")));
+  // The namespace table gains the host columns: alice's 20 host hits and 54 host blocks.
+  EXPECT_THAT(text, HasSubstr("host hits"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("alice +200 +50 +25\\.0% +40 +20 +54\n"));
+
+  v1::CacheStats refused = TieredStats();
+  refused.set_host_allocation_failures(1);
+  EXPECT_THAT(FormatStats(refused), HasSubstr("1 host memory allocations refused"));
+}
+
+TEST(TextFormatTest, ATenantsViewShowsItsHostHitsWithoutThePools) {
+  v1::CacheStats stats = TieredStats();
+  stats.clear_blocks();
+  stats.clear_host_blocks();
+  const std::string text = FormatStats(stats);
+  EXPECT_THAT(text, HasSubstr("20 of them from the host tier"));
+  EXPECT_THAT(text, HasSubstr("admins only"));
+  EXPECT_THAT(text, Not(HasSubstr("host tier  ")));
+  EXPECT_THAT(text, Not(HasSubstr("demoted")));
+  EXPECT_THAT(text, HasSubstr("host blocks")) << "its own namespace's host blocks";
+}
+
+TEST(JsonFormatTest, StatsCarryTheHostTierOnlyWhenThereIsOne) {
+  const nlohmann::json j = nlohmann::json::parse(DumpJson(CacheStatsToJson(TieredStats())));
+  EXPECT_EQ(j["host_blocks"]["total"], 256);
+  EXPECT_EQ(j["host_blocks"]["in_use"], 2);
+  EXPECT_EQ(j["host_hit_tokens"], 20);
+  EXPECT_EQ(j["demoted_blocks"], 64);
+  EXPECT_EQ(j["promoted_blocks"], 8);
+  EXPECT_EQ(j["host_evicted_blocks"], 3);
+  EXPECT_EQ(j["dropped_blocks"], 6);
+  EXPECT_EQ(j["host_bytes_allocated"], 4 << 20);
+  EXPECT_EQ(j["bytes_to_host"], 64 << 16);
+  EXPECT_EQ(j["bytes_to_device"], 8 << 16);
+  EXPECT_EQ(j["namespaces"][0]["host_hit_tokens"], 20);
+  EXPECT_EQ(j["namespaces"][0]["host_cached_blocks"], 54);
+
+  v1::CacheStats plain = TieredStats();
+  plain.clear_host_blocks();
+  const nlohmann::json p = nlohmann::json::parse(DumpJson(CacheStatsToJson(plain)));
+  EXPECT_FALSE(p.contains("host_blocks"));
+  EXPECT_FALSE(p.contains("demoted_blocks"));
 }
 
 TEST(TextFormatTest, Events) {
@@ -239,6 +334,14 @@ TEST(TextFormatTest, Events) {
   removed.set_sequence(4);
   removed.mutable_removed()->add_block_keys(std::string(16, '\x22'));
   EXPECT_EQ(FormatEvent(removed), "#4 removed 1 blocks from (default) (keys 22222222)");
+  // The host tier's events say so; the device's read as before.
+  removed.mutable_removed()->set_medium(v1::MEDIUM_DEVICE);
+  EXPECT_EQ(FormatEvent(removed), "#4 removed 1 blocks from (default) (keys 22222222)");
+  v1::CacheEvent demoted = stored;
+  demoted.mutable_stored()->set_medium(v1::MEDIUM_HOST);
+  EXPECT_EQ(FormatEvent(demoted), "#3 stored 1 blocks (host) in ns (parent -, keys 11111111)");
+  removed.mutable_removed()->set_medium(v1::MEDIUM_HOST);
+  EXPECT_EQ(FormatEvent(removed), "#4 removed 1 blocks (host) from (default) (keys 22222222)");
   v1::CacheEvent done;
   done.set_sequence(5);
   done.mutable_snapshot_done();

@@ -142,6 +142,7 @@ TEST_F(PrefixctlLiveTest, JsonOutputParses) {
   const nlohmann::json s = nlohmann::json::parse(stats.out);
   EXPECT_GT(s["blocks"]["total"].get<int64_t>(), 0);
   EXPECT_GT(s["query_tokens"].get<int64_t>(), 0) << "the generate above was looked up";
+  EXPECT_FALSE(s.contains("host_blocks")) << "the CPU backend has no host tier unless asked";
 
   const ProcessResult health = Run({"--json", "health"});
   EXPECT_EQ(health.exit_code, 0) << health.err;
@@ -150,6 +151,30 @@ TEST_F(PrefixctlLiveTest, JsonOutputParses) {
   const ProcessResult flush = Run({"--json", "flush"});
   ASSERT_EQ(flush.exit_code, 0) << flush.err;
   EXPECT_TRUE(nlohmann::json::parse(flush.out)["freed_blocks"].is_number_integer());
+}
+
+TEST(PrefixctlHostTierTest, StatsShowTheHostTier) {
+  // A 64-block host tier (the test model's block is 64 KiB on the CPU); a prompt, and 4 more
+  // that push it there from a 16-block device pool.
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
+      {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = "--target=" + (*server)->target();
+  for (int i = 0; i < 5; ++i) {
+    const ProcessResult r = Prefixctl({target, "generate", "--max_tokens=1",
+                                       "--prompt=" + std::string(80, static_cast<char>('a' + i))});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const ProcessResult text = Prefixctl({target, "stats"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("host tier   64 blocks (")) << text.out;
+  EXPECT_THAT(text.out, ::testing::ContainsRegex("host moves  [1-9][0-9]* demoted")) << text.out;
+  const ProcessResult json = Prefixctl({target, "--json", "stats"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const nlohmann::json s = nlohmann::json::parse(json.out);
+  EXPECT_EQ(s["host_blocks"]["total"], 64);
+  EXPECT_GT(s["demoted_blocks"].get<int64_t>(), 0);
+  EXPECT_EQ(s["bytes_to_host"].get<int64_t>(), s["demoted_blocks"].get<int64_t>() * 65536);
 }
 
 TEST_F(PrefixctlLiveTest, PinAndUnpinReportTokens) {

@@ -120,6 +120,24 @@ int Points(const std::string& dom, const std::string& id) {
   return v == kAbsent ? -1 : std::stoi(v);
 }
 
+// The text content of the element with `id` (its tags stripped).
+std::string Text(const std::string& dom, const std::string& id) {
+  const size_t at = dom.find("id=\"" + id + "\"");
+  if (at == std::string::npos) return kAbsent;
+  const size_t open = dom.rfind('<', at);
+  const std::string tag = dom.substr(open + 1, dom.find_first_of(" >", open) - open - 1);
+  const size_t start = dom.find('>', at) + 1;
+  const std::string inner = dom.substr(start, dom.find("</" + tag + ">", start) - start);
+  std::string text;
+  bool in_tag = false;
+  for (char c : inner) {
+    if (c == '<') in_tag = true;
+    if (!in_tag) text += c;
+    if (c == '>') in_tag = false;
+  }
+  return text;
+}
+
 const char* const kCharts[] = {"chart-hit",  "chart-saved", "chart-kv",
                                "chart-ttft", "chart-tput",  "chart-queue"};
 
@@ -145,6 +163,55 @@ TEST(DashboardTest, ShowsEmptyChartsAndANoTrafficNoteBeforeAnyRequest) {
   EXPECT_GT(Points(dom, "chart-kv"), 0) << "the pool's free blocks are data too";
   EXPECT_EQ(Attribute(dom, "notice", "hidden"), kAbsent) << "the no-traffic note is shown";
   EXPECT_THAT(dom, HasSubstr(">live<"));
+  // No host tier (the CPU backend has none unless asked): nothing about one.
+  EXPECT_NE(Attribute(dom, "card-kv-host", "hidden"), kAbsent) << "the host tier card is hidden";
+  EXPECT_THAT(Text(dom, "kpi-kv-sub"), Not(HasSubstr("host")));
+  EXPECT_EQ((*server)->Stop(), 0);
+}
+
+TEST(DashboardTest, ShowsTheHostTierWhenTheServerHasOne) {
+  if (access(kChromium, X_OK) != 0) {
+    GTEST_SKIP() << kChromium << " is not installed (scripts/setup.sh installs Debian's chromium)";
+  }
+  // A 16-block device pool and a 64-block host tier (the test model's block is 64 KiB).
+  auto server = ServerProcess::Start(
+      {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string http = (*server)->http_address();
+  GenerateClient client((*server)->target());
+  // A prompt, four others that push it to the host tier, then the first again: promoted.
+  for (int seed : {1, 2, 3, 4, 5, 1}) {
+    const auto r = client.Generate(testing::GreedyRequest(RandomTokens(seed, 64), 2));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+  const v1::CacheStats stats = client.Stats();
+  ASSERT_GT(stats.promoted_blocks(), 0);
+  ASSERT_GT(stats.host_blocks().evictable(), 0);
+  Json data;
+  ASSERT_TRUE(PollUntil([&] {
+    data = Json::parse(HttpGet(http, "/dashboard/data.json").body);
+    return data["totals"]["promoted_blocks"] == stats.promoted_blocks() &&
+           data["series"]["kv_host_evictable"].back() == stats.host_blocks().evictable();
+  })) << data.dump(2);
+  EXPECT_EQ(data["server"]["host_kv_capacity_blocks"], 64);
+
+  // Kept beside dashboard.png, as dashboard-host.png.
+  std::string screenshot = PREFIXD_SCREENSHOT;
+  screenshot.insert(screenshot.rfind(".png"), "-host");
+  std::filesystem::remove(screenshot);
+  const std::string dom =
+      LoadInChromium(absl::StrCat("http://", http, "/dashboard"), 2500, screenshot);
+  ASSERT_THAT(dom, HasSubstr("chart-kv-host"));
+  EXPECT_THAT(Rendered(dom), Not(HasSubstr("NaN")));
+  EXPECT_THAT(Rendered(dom), Not(HasSubstr("undefined")));
+  EXPECT_EQ(Attribute(dom, "card-kv-host", "hidden"), kAbsent) << "the host tier card is shown";
+  EXPECT_GT(Points(dom, "chart-kv-host"), 0);
+  EXPECT_THAT(ChartBody(dom, "chart-kv-host"), HasSubstr("<path"));
+  EXPECT_THAT(Text(dom, "legend-kv-host"), HasSubstr("demoted"));
+  EXPECT_THAT(Text(dom, "kv-host-size"), HasSubstr("64 blocks · 4 MiB"));
+  EXPECT_THAT(Text(dom, "kpi-kv-sub"), HasSubstr("host"));
+  EXPECT_THAT(Text(dom, "tenants"), HasSubstr("host")) << "cached blocks: device + host";
+  EXPECT_TRUE(std::filesystem::exists(screenshot)) << screenshot;
   EXPECT_EQ((*server)->Stop(), 0);
 }
 

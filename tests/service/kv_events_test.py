@@ -11,7 +11,9 @@ unsigned integers, parent nil for a sequence's first block and the previous bloc
 after it, the blocks' token ids, block size 16, lora_id nil, medium "GPU") in both layouts
 ("array" and "map"), BlockRemoved for evicted blocks, that the index a router builds from
 the events equals what the server reports cached, and the start-up errors for a bad format
-and an endpoint in use.
+and an endpoint in use. With a host tier (--host_kv_cache_bytes): an evicted block is
+BlockRemoved "GPU" then BlockStored "CPU", a hit brings it back ("CPU" removed, "GPU"
+stored), and a router's index per medium equals what the server reports in each tier.
 """
 
 import http.client
@@ -83,13 +85,22 @@ class Server:
     def model(self):
         return self.topic.split("@", 2)[2]
 
-    def cached_blocks(self):
+    def metrics(self):
         host, port = self.http.split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
+
+    def cached_blocks(self, family="prefixd_kv_cached_blocks"):
+        """Blocks on the device (summed over tenants), or in the host tier with
+        family="prefixd_kv_host_cached_blocks"."""
         return sum(int(float(v)) for v in
-                   re.findall(r"^prefixd_kv_cached_blocks\{[^}]*\} (\S+)$", text, re.M))
+                   re.findall(rf"^{family}\{{[^}}]*\}} (\S+)$", self.metrics(), re.M))
+
+    def counter(self, name):
+        m = re.search(rf"^{name} (\S+)$", self.metrics(), re.M)
+        check(m, f"no {name} in /metrics")
+        return int(float(m.group(1)))
 
     def stop(self):
         self.process.terminate()
@@ -247,6 +258,70 @@ def test_events(binary, layout):
     server.stop()
 
 
+def test_host_tier(binary):
+    # The test model's block is 64 KiB on the CPU: a 1024-token device pool (64 blocks) and a
+    # 256-block host tier, which 40 more 4-block prompts do not fill.
+    server = Server(binary, "--kv_events_format=map", "--host_kv_cache_bytes=16M")
+    sub = connect(server)
+    demoted_before = server.counter("prefixd_kv_demoted_blocks_total")
+    promoted_before = server.counter("prefixd_kv_promoted_blocks_total")
+    index = {"GPU": set(), "CPU": set()}
+    removed_from = {}  # hash -> the medium it was last removed from
+    moves = []  # (hash, from medium, to medium), in order
+
+    def apply(events):
+        for e in map(as_dict, events):
+            medium = e["medium"]
+            check(medium in index, f"medium {medium!r}")
+            for h in e["block_hashes"]:
+                if e["type"] == "BlockStored":
+                    check(h not in index[medium], f"block {h} stored twice on the {medium}")
+                    other = "CPU" if medium == "GPU" else "GPU"
+                    if h in removed_from and removed_from.pop(h) == other:
+                        moves.append((h, other, medium))
+                    index[medium].add(h)
+                else:
+                    check(h in index[medium], f"removed block {h} is not on the {medium}")
+                    index[medium].discard(h)
+                    removed_from[h] = medium
+
+    def drain():
+        while (events := sub.receive(timeout_s=2)) is not None:
+            apply(events)
+
+    prompt = list(range(10, 80))  # 4 full blocks
+    server.complete(prompt)
+    drain()
+    first = set(index["GPU"])
+    check(len(first) == 4, f"{len(first)} blocks on the GPU for a 4-block prompt")
+    for i in range(40):
+        server.complete([(i * 7 + j) % 400 + 50 for j in range(65)])
+    drain()
+    demoted = [h for h, a, b in moves if (a, b) == ("GPU", "CPU")]
+    check(first <= set(demoted), "the first prompt's blocks were not demoted to the CPU")
+    check(first <= index["CPU"] and not first & index["GPU"], "the first prompt is not on the CPU")
+    server.complete(prompt)  # a hit in the host tier: its blocks come back
+    drain()
+    promoted = [h for h, a, b in moves if (a, b) == ("CPU", "GPU")]
+    check(first <= set(promoted), "the first prompt's blocks were not promoted back to the GPU")
+    check(first <= index["GPU"] and not first & index["CPU"], "the first prompt is not on the GPU")
+    check(len(index["GPU"]) == server.cached_blocks(),
+          f"GPU index {len(index['GPU'])} blocks, the server {server.cached_blocks()}")
+    host = server.cached_blocks("prefixd_kv_host_cached_blocks")
+    check(len(index["CPU"]) == host, f"CPU index {len(index['CPU'])} blocks, the server {host}")
+    # Each move the router saw is one the server counted (bringing the prompt back demoted
+    # as many blocks to make room).
+    demoted = [h for h, a, b in moves if (a, b) == ("GPU", "CPU")]
+    promoted_n = server.counter("prefixd_kv_promoted_blocks_total") - promoted_before
+    demoted_n = server.counter("prefixd_kv_demoted_blocks_total") - demoted_before
+    check(promoted_n == len(promoted), f"{promoted_n} promoted in /metrics, {len(promoted)} seen")
+    check(demoted_n == len(demoted), f"{demoted_n} demoted in /metrics, {len(demoted)} seen")
+    print(f"host tier: {len(demoted)} blocks demoted, {len(promoted)} promoted, index "
+          f"{len(index['GPU'])} GPU + {len(index['CPU'])} CPU blocks: OK")
+    sub.close()
+    server.stop()
+
+
 def test_startup_errors(binary):
     bad = subprocess.run([binary, "--listen=127.0.0.1:0", "--http_listen=", "--openai_listen=",
                           "--kv_events_endpoint=tcp://127.0.0.1:*", "--kv_events_format=xml"],
@@ -273,6 +348,7 @@ def main():
     os.makedirs(work_dir, exist_ok=True)
     test_events(binary, "array")
     test_events(binary, "map")
+    test_host_tier(binary)
     test_startup_errors(binary)
     print("PASS")
 

@@ -206,5 +206,45 @@ TEST(PrometheusTest, ScrapesPrefixdAndReadsTheHitRateBack) {
   EXPECT_GT(prometheus.Query("sum(increase(prefixd_generated_tokens_total[1m]))"), 0);
 }
 
+TEST(PrometheusTest, ReadsTheHostTierBack) {
+  if (access(kPrometheus, X_OK) != 0) {
+    GTEST_SKIP() << kPrometheus << " is not installed (scripts/setup.sh installs Debian's "
+                 << "prometheus package)";
+  }
+  // A 16-block device pool and a 64-block host tier (the test model's block is 64 KiB).
+  auto server = ServerProcess::Start(
+      {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  GenerateClient client((*server)->target());
+  // A prompt, four others that push it to the host tier, then the first again: promoted.
+  for (int seed : {1, 2, 3, 4, 5, 1}) {
+    const auto r = client.Generate(testing::GreedyRequest(RandomTokens(seed, 64), 2));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+  const v1::CacheStats stats = client.Stats();
+  ASSERT_GT(stats.promoted_blocks(), 0);
+  PrometheusProcess prometheus((*server)->http_address());
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        return prometheus.Query("prefixd_kv_promoted_blocks_total") == stats.promoted_blocks();
+      },
+      absl::Seconds(30), absl::Milliseconds(200)))
+      << prometheus.log();
+  EXPECT_EQ(prometheus.Query("prefixd_kv_host_capacity_blocks"), 64);
+  EXPECT_EQ(prometheus.Query("prefixd_kv_demoted_blocks_total"), stats.demoted_blocks());
+  EXPECT_EQ(prometheus.Query("sum(prefixd_kv_host_blocks)"), 64);
+  EXPECT_EQ(prometheus.Query("prefixd_kv_host_blocks{state=\"evictable\"}"),
+            stats.host_blocks().evictable());
+  EXPECT_EQ(prometheus.Query("prefixd_kv_host_transfer_bytes_total{direction=\"to_device\"}"),
+            stats.bytes_to_device());
+  EXPECT_EQ(prometheus.Query("prefixd_kv_host_transfer_bytes_total{direction=\"to_host\"}"),
+            stats.bytes_to_host());
+  EXPECT_EQ(prometheus.Query("prefixd_prefix_cache_host_hits_tokens_total{tenant=\"default\"}"),
+            stats.host_hit_tokens());
+  EXPECT_EQ(prometheus.Query("prefixd_kv_promotion_wait_seconds_count"), 1)
+      << "one request waited for its blocks to come back";
+  EXPECT_GT(prometheus.Query("prefixd_kv_host_allocated_bytes"), 0);
+}
+
 }  // namespace
 }  // namespace prefixd
