@@ -43,8 +43,8 @@ struct RadixNode {
   RadixNode* parent = nullptr;  // nullptr for a namespace root
   BlockKey parent_key;          // key of the block just before keys[0]
   std::vector<BlockKey> keys;   // keys[i]: chained key of block i
-  std::vector<BlockId> blocks;  // blocks[i]: the device block holding block i, or kNoBlock
-  std::vector<BlockId> host;    // host[i]: the host slot holding block i, or kNoBlock
+  // blocks[i]: where block i is: its device block for i < device_blocks, else its host slot.
+  std::vector<BlockId> blocks;
   std::vector<TokenId> tokens;  // blocks.size() * block_size token ids
   // Blocks [0, device_blocks) are on the device, the rest in host memory.
   int32_t device_blocks = 0;
@@ -275,7 +275,6 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   head->parent_key = node->parent_key;
   head->keys.assign(node->keys.begin(), node->keys.begin() + keep_blocks);
   head->blocks.assign(node->blocks.begin(), node->blocks.begin() + keep_blocks);
-  head->host.assign(node->host.begin(), node->host.begin() + keep_blocks);
   head->device_blocks = std::min(node->device_blocks, keep_blocks);
   head->tokens.assign(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
   head->ref_count = node->ref_count;
@@ -289,7 +288,6 @@ RadixTree::Node* RadixTree::Split(Node* node, int keep_blocks) {
   Account(node, -1);
   node->keys.erase(node->keys.begin(), node->keys.begin() + keep_blocks);
   node->blocks.erase(node->blocks.begin(), node->blocks.begin() + keep_blocks);
-  node->host.erase(node->host.begin(), node->host.begin() + keep_blocks);
   node->device_blocks = std::max(node->device_blocks - keep_blocks, 0);
   head->device_children = node->device_blocks > 0 ? 1 : 0;  // the parent's count is unchanged
   node->tokens.erase(node->tokens.begin(), node->tokens.begin() + keep_blocks * block_size_);
@@ -326,7 +324,7 @@ RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, i
     if (j == 0) break;  // same key, other tokens: a collision, never a hit
     if (j < len) child = Split(child, j);
     blocks.insert(blocks.end(), child->blocks.begin(), child->blocks.begin() + child->device_blocks);
-    host.insert(host.end(), child->host.begin() + child->device_blocks, child->host.end());
+    host.insert(host.end(), child->blocks.begin() + child->device_blocks, child->blocks.end());
     b += j;
     node = child;
     if (j < len) break;
@@ -395,12 +393,11 @@ void RadixTree::ToDevice(Node* end, absl::Span<const BlockId> device_blocks, boo
     for (int i = first; i < n->num_blocks(); ++i) {
       const BlockId device = device_blocks[next++];
       if (copy) {
-        transfers_.push_back({BlockTransfer::Direction::kToDevice, device, n->host[i]});
-        host_released_.push_back(n->host[i]);  // read by the promotion: reused after it
+        transfers_.push_back({BlockTransfer::Direction::kToDevice, device, n->blocks[i]});
+        host_released_.push_back(n->blocks[i]);  // read by the promotion: reused after it
       } else {
-        host_free_.push_back(n->host[i]);
+        host_free_.push_back(n->blocks[i]);
       }
-      n->host[i] = kNoBlock;
       n->blocks[i] = device;
     }
     n->device_blocks = n->num_blocks();
@@ -477,7 +474,6 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         // vectors block by block.
         child->keys.reserve(num_full - b);
         child->blocks.reserve(num_full - b);
-        child->host.reserve(num_full - b);
         child->tokens.reserve(static_cast<size_t>(num_full - b) * block_size_);
         target = child.get();
       }
@@ -488,7 +484,6 @@ InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tok
         const BlockKey key = i == b ? first_key : hash_(seed_, prev, block_tokens);
         target->keys.push_back(key);
         target->blocks.push_back(blocks[i]);
-        target->host.push_back(kNoBlock);
         target->tokens.insert(target->tokens.end(), block_tokens.begin(), block_tokens.end());
         match.blocks_.push_back(blocks[i]);
         prev = key;
@@ -610,8 +605,7 @@ std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, boo
         host_free_.pop_back();
         transfers_.push_back({BlockTransfer::Direction::kToHost, leaf->blocks[i], slot});
         evicted.push_back(leaf->blocks[i]);
-        leaf->host[i] = slot;
-        leaf->blocks[i] = kNoBlock;
+        leaf->blocks[i] = slot;
       }
       leaf->device_blocks = keep;
       Account(leaf, +1);
@@ -637,7 +631,6 @@ std::vector<BlockId> RadixTree::Remove(int64_t num_blocks, int64_t& counter, boo
     } else {
       leaf->keys.resize(keep);
       leaf->blocks.resize(keep);
-      leaf->host.resize(keep);
       leaf->tokens.resize(static_cast<size_t>(keep) * block_size_);
       leaf->device_blocks = keep;
       Account(leaf, +1);
@@ -676,7 +669,7 @@ void RadixTree::EvictHostLeaf(int64_t max_blocks, int64_t& counter) {
   Unlist(leaf);
   Account(leaf, -1);
   Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, leaf, keep, take);
-  for (int i = leaf->num_blocks() - 1; i >= keep; --i) host_free_.push_back(leaf->host[i]);
+  for (int i = leaf->num_blocks() - 1; i >= keep; --i) host_free_.push_back(leaf->blocks[i]);
   counter += take;
   if (keep == 0) {
     Node* parent = leaf->parent;  // leaf had no device block: the parent's count stays
@@ -685,7 +678,6 @@ void RadixTree::EvictHostLeaf(int64_t max_blocks, int64_t& counter) {
   } else {
     leaf->keys.resize(keep);
     leaf->blocks.resize(keep);
-    leaf->host.resize(keep);
     leaf->tokens.resize(static_cast<size_t>(keep) * block_size_);
     Account(leaf, +1);
     Relist(leaf);
@@ -703,18 +695,19 @@ void RadixTree::DropHostSuffix(Node* node, int64_t& counter) {
     Unlist(n.get());
     Account(n.get(), -1);
     Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, n.get(), 0, n->num_blocks());
-    for (BlockId slot : n->host) host_free_.push_back(slot);
+    for (BlockId slot : n->blocks) host_free_.push_back(slot);  // all host slots
     counter += n->num_blocks();
     for (auto& [key, child] : n->children) stack.push_back(std::move(child));
   }
   const int host = node->num_host_blocks();
   if (host == 0) return;
   Emit(CacheEvent::Kind::kRemoved, CacheEvent::Medium::kHost, node, node->device_blocks, host);
-  for (int i = node->device_blocks; i < node->num_blocks(); ++i) host_free_.push_back(node->host[i]);
+  for (int i = node->device_blocks; i < node->num_blocks(); ++i) {
+    host_free_.push_back(node->blocks[i]);
+  }
   counter += host;
   node->keys.resize(node->device_blocks);
   node->blocks.resize(node->device_blocks);
-  node->host.resize(node->device_blocks);
   node->tokens.resize(static_cast<size_t>(node->device_blocks) * block_size_);
 }
 
@@ -871,7 +864,7 @@ std::vector<BlockId> RadixTree::HostBlockIds() const {
   while (!stack.empty()) {
     const Node* node = stack.back();
     stack.pop_back();
-    ids.insert(ids.end(), node->host.begin() + node->device_blocks, node->host.end());
+    ids.insert(ids.end(), node->blocks.begin() + node->device_blocks, node->blocks.end());
     for (const auto& [key, child] : node->children) stack.push_back(child.get());
   }
   return ids;
@@ -888,22 +881,17 @@ absl::Status RadixTree::CheckNode(const Node* node, CheckCounts& counts) const {
   const std::string where = absl::StrCat("node ", node->id, " in '", node->ns->name, "': ");
   auto fail = [&](auto&&... parts) { return absl::InternalError(absl::StrCat(where, parts...)); };
   if (node->ref_count < 0 || node->pin_count < 0) return fail("negative hold count");
-  if (node->keys.size() != node->blocks.size() || node->host.size() != node->blocks.size() ||
+  if (node->keys.size() != node->blocks.size() ||
       node->tokens.size() != node->blocks.size() * static_cast<size_t>(block_size_)) {
-    return fail("keys, blocks, host slots and tokens disagree in length");
+    return fail("keys, blocks and tokens disagree in length");
   }
   if (node->device_blocks < 0 || node->device_blocks > node->num_blocks()) {
     return fail("device block count ", node->device_blocks, " of ", node->num_blocks());
   }
   for (int i = 0; i < node->num_blocks(); ++i) {
-    const bool on_device = i < node->device_blocks;
-    if (on_device ? node->blocks[i] < 0 || node->host[i] != kNoBlock
-                  : node->blocks[i] != kNoBlock || node->host[i] < 0) {
-      return fail("block ", i, " is not in exactly one tier (device ", node->blocks[i], ", host ",
-                  node->host[i], ")");
-    }
-    if (!on_device && (node->host[i] >= host_usable_)) {
-      return fail("host slot ", node->host[i], " is outside the usable ", host_usable_);
+    if (node->blocks[i] < 0) return fail("block ", i, " has no place (", node->blocks[i], ")");
+    if (i >= node->device_blocks && node->blocks[i] >= host_usable_) {
+      return fail("host slot ", node->blocks[i], " is outside the usable ", host_usable_);
     }
   }
   if (node->num_host_blocks() > 0 && node->pin_count > 0) return fail("pinned host blocks");
@@ -933,8 +921,8 @@ absl::Status RadixTree::CheckNode(const Node* node, CheckCounts& counts) const {
   for (int i = 0; i < node->num_blocks(); ++i) {
     if (i < node->device_blocks) {
       if (++counts.seen[node->blocks[i]] > 1) return fail("block ", node->blocks[i], " is cached twice");
-    } else if (++counts.seen_host[node->host[i]] > 1) {
-      return fail("host slot ", node->host[i], " holds two blocks");
+    } else if (++counts.seen_host[node->blocks[i]] > 1) {
+      return fail("host slot ", node->blocks[i], " holds two blocks");
     }
   }
   counts.cached += node->device_blocks;

@@ -77,7 +77,7 @@ class PrefixMatch {
   State state_ = State::kEmpty;
 };
 
-// A BlockId that is not one: a host block's device id, a device block's host slot.
+// A BlockId that is not one (an unset BlockTransfer end).
 inline constexpr BlockId kNoBlock = -1;
 
 // One block's copy between the tiers, for the engine to carry out.

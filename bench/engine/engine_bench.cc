@@ -1,4 +1,5 @@
-// Time to first token with and without a cached system prompt, prefill time, and decode
+// Time to first token with and without a cached system prompt, a returning conversation's
+// (recomputed, promoted from the host tier, or still cached), prefill time, and decode
 // throughput, through the real Engine on any backend and model.
 //
 //   build/bench/engine/engine_bench --benchmark_format=json --benchmark_out=engine.json
@@ -34,6 +35,8 @@ ABSL_FLAG(int, context, 32, "prompt tokens of each BM_Decode request");
 ABSL_FLAG(int, new_tokens, 128, "tokens each BM_Decode request generates");
 ABSL_FLAG(int, prefill_tokens, 2048, "prompt tokens of BM_Prefill");
 ABSL_FLAG(int64_t, kv_cache_tokens, 0, "KV cache capacity in tokens (0: sized automatically)");
+ABSL_FLAG(int, conversation_tokens, 2048,
+          "history of BM_ReturningConversation's conversation (e.g. 8192 on a GPU)");
 
 namespace prefixd {
 namespace {
@@ -47,7 +50,10 @@ std::vector<TokenId> RandomTokens(std::mt19937& rng, int n) {
   return t;
 }
 
-std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096) {
+// `kv_tokens` / `host_tokens` > 0: the device pool's and the host tier's sizes in tokens
+// (else the flag's, and no host tier).
+std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096,
+                                   int64_t kv_tokens = 0, int64_t host_tokens = 0) {
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       MakeBackend(absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
   if (!backend.ok()) {
@@ -66,6 +72,13 @@ std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096)
   }
   o.max_batch_tokens = max_batch_tokens;  // a whole 2112-token prompt in one step by default
   o.max_running_requests = max_running;
+  o.host_kv_cache_bytes = 0;
+  if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
+  if (host_tokens > 0) {
+    o.host_kv_cache_bytes = host_tokens / o.block_size *
+                            KvCache::BytesPerBlock(model->config, o.block_size,
+                                                   (*backend)->compute_dtype());
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(*std::move(backend), *std::move(model), o);
   if (!engine.ok()) {
@@ -194,6 +207,42 @@ void BM_Decode(benchmark::State& state) {
   state.counters["step_ms"] = tokens > 0 ? 1e3 * seconds * batch / tokens : 0;
 }
 
+// A conversation comes back after other traffic pushed its history out of the device:
+// time to first token of its next turn (the history plus a 64-token question) when the
+// history is recomputed (arg 0: no host tier), promoted from the host tier (1), or still
+// on the device (2: a plain hit). The device pool holds two conversations; two others of
+// the same length run in between. Promotion's cost is host minus device; the bytes
+// promoted per turn over that gives the promotion bandwidth (docs/benchmarks.md).
+void BM_ReturningConversation(benchmark::State& state) {
+  const int mode = static_cast<int>(state.range(0));
+  const int n = absl::GetFlag(FLAGS_conversation_tokens);
+  const int64_t pool = 2 * int64_t{n} + 4 * kQuestionTokens;
+  std::unique_ptr<Engine> engine =
+      MakeEngine(1, std::max(n + kQuestionTokens, 256), pool, mode == 1 ? 4 * int64_t{n} : 0);
+  std::mt19937 rng(5);
+  int64_t promoted_bytes = 0, cached = 0;
+  for (auto _ : state) {  // manual time: only the returning turn counts
+    std::vector<TokenId> history = RandomTokens(rng, n);
+    TimeToFirstToken(*engine, Request(history, 1));
+    if (mode != 2) {
+      for (int i = 0; i < 2; ++i) TimeToFirstToken(*engine, Request(RandomTokens(rng, n), 1));
+    }
+    const std::vector<TokenId> question = RandomTokens(rng, kQuestionTokens);
+    history.insert(history.end(), question.begin(), question.end());
+    const EngineStats before = engine->Stats();
+    state.SetIterationTime(absl::ToDoubleSeconds(TimeToFirstToken(*engine, Request(history, 1))));
+    const EngineStats after = engine->Stats();
+    promoted_bytes += after.host_kv.bytes_to_device - before.host_kv.bytes_to_device;
+    cached += after.counters.prompt_tokens_cached - before.counters.prompt_tokens_cached;
+  }
+  state.counters["history_tokens"] = n;
+  state.counters["cached_tokens_per_turn"] =
+      benchmark::Counter(static_cast<double>(cached) / state.iterations());
+  state.counters["promoted_bytes_per_turn"] =
+      benchmark::Counter(static_cast<double>(promoted_bytes) / state.iterations());
+  state.SetLabel(mode == 0 ? "recompute" : mode == 1 ? "host" : "device");
+}
+
 }  // namespace
 }  // namespace prefixd
 
@@ -202,6 +251,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using prefixd::BM_Decode;
   using prefixd::BM_Prefill;
+  using prefixd::BM_ReturningConversation;
   using prefixd::BM_TimeToFirstToken;
   benchmark::RegisterBenchmark("BM_TimeToFirstToken", BM_TimeToFirstToken)
       ->ArgName("hit")
@@ -210,6 +260,14 @@ int main(int argc, char** argv) {
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
       ->MinTime(2.0);
+  benchmark::RegisterBenchmark("BM_ReturningConversation", BM_ReturningConversation)
+      ->ArgName("from")
+      ->Arg(0)
+      ->Arg(1)
+      ->Arg(2)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(3.0);
   benchmark::RegisterBenchmark("BM_Prefill", BM_Prefill)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
