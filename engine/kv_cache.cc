@@ -29,8 +29,7 @@ int64_t KvCache::BytesPerBlock(const ModelConfig& config, int block_size, DType 
          static_cast<int64_t>(DTypeSize(dtype));
 }
 
-HostKvCache::HostKvCache(Backend& backend, KvCache& device, int32_t max_blocks,
-                         int64_t slab_bytes)
+HostKvCache::HostKvCache(Backend& backend, KvCache& device, int32_t max_blocks, int64_t slab_bytes)
     : backend_(backend),
       device_(device),
       max_blocks_(max_blocks),
@@ -92,8 +91,8 @@ void HostKvCache::Queue(absl::Span<const BlockTransfer> transfers,
     }
     (to_host ? stats_.bytes_to_host : stats_.bytes_to_device) += slot_bytes_;
   }
-  backend_.CopyAsync(copies_, to_host ? Backend::CopyDirection::kToHost
-                                      : Backend::CopyDirection::kToDevice);
+  backend_.CopyAsync(copies_,
+                     to_host ? Backend::CopyDirection::kToHost : Backend::CopyDirection::kToDevice);
 }
 
 void HostKvCache::Run(absl::Span<const BlockTransfer> transfers) {

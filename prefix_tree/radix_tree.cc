@@ -200,8 +200,8 @@ void RadixTree::RemoveFromLru(Node* node) {
 }
 
 void RadixTree::UpdateLru(Node* node) {
-  const bool evictable_leaf = node->parent != nullptr && !node->held() &&
-                              node->device_blocks > 0 && node->device_children == 0;
+  const bool evictable_leaf = node->parent != nullptr && !node->held() && node->device_blocks > 0 &&
+                              node->device_children == 0;
   if (evictable_leaf && !node->in_lru) {
     const LruEntry entry{node->last_access, node->id, node};
     lru_.insert(entry);
@@ -323,7 +323,8 @@ RadixTree::Node* RadixTree::Walk(Node* node, absl::Span<const TokenId> tokens, i
     }
     if (j == 0) break;  // same key, other tokens: a collision, never a hit
     if (j < len) child = Split(child, j);
-    blocks.insert(blocks.end(), child->blocks.begin(), child->blocks.begin() + child->device_blocks);
+    blocks.insert(blocks.end(), child->blocks.begin(),
+                  child->blocks.begin() + child->device_blocks);
     host.insert(host.end(), child->blocks.begin() + child->device_blocks, child->blocks.end());
     b += j;
     node = child;
@@ -418,7 +419,8 @@ std::vector<BlockTransfer> RadixTree::TakeTransfers() {
 InsertResult RadixTree::Insert(PrefixMatch& match, absl::Span<const TokenId> tokens,
                                absl::Span<const BlockId> blocks) {
   PREFIXD_CHECK(match.active(), "Insert through a PrefixMatch that is not active");
-  PREFIXD_CHECK(match.host_.empty(), "Insert through a PrefixMatch with host blocks (Promote them)");
+  PREFIXD_CHECK(match.host_.empty(),
+                "Insert through a PrefixMatch with host blocks (Promote them)");
   ++clock_;
   InsertResult result;
   const int num_full =
@@ -672,7 +674,7 @@ void RadixTree::EvictHostLeaf(int64_t max_blocks, int64_t& counter) {
   for (int i = leaf->num_blocks() - 1; i >= keep; --i) host_free_.push_back(leaf->blocks[i]);
   counter += take;
   if (keep == 0) {
-    Node* parent = leaf->parent;  // leaf had no device block: the parent's count stays
+    Node* parent = leaf->parent;            // leaf had no device block: the parent's count stays
     parent->children.erase(leaf->keys[0]);  // destroys leaf
     Relist(parent);
   } else {
@@ -920,7 +922,8 @@ absl::Status RadixTree::CheckNode(const Node* node, CheckCounts& counts) const {
   }
   for (int i = 0; i < node->num_blocks(); ++i) {
     if (i < node->device_blocks) {
-      if (++counts.seen[node->blocks[i]] > 1) return fail("block ", node->blocks[i], " is cached twice");
+      if (++counts.seen[node->blocks[i]] > 1)
+        return fail("block ", node->blocks[i], " is cached twice");
     } else if (++counts.seen_host[node->blocks[i]] > 1) {
       return fail("host slot ", node->blocks[i], " holds two blocks");
     }
@@ -975,18 +978,17 @@ absl::Status RadixTree::CheckInvariants() const {
     if (absl::Status s = CheckNode(root, counts); !s.ok()) return s;
     if (counts.cached - before != state->cached_blocks ||
         counts.host_cached - host_before != state->host_cached_blocks) {
-      return absl::InternalError(absl::StrCat(
-          "namespace '", state->name, "' counts ", state->cached_blocks, " + ",
-          state->host_cached_blocks, " host blocks but holds ", counts.cached - before, " + ",
-          counts.host_cached - host_before));
+      return absl::InternalError(
+          absl::StrCat("namespace '", state->name, "' counts ", state->cached_blocks, " + ",
+                       state->host_cached_blocks, " host blocks but holds ", counts.cached - before,
+                       " + ", counts.host_cached - host_before));
     }
   }
   const int64_t cached = counts.cached, held = counts.held, pinned = counts.pinned;
   if (counts.host_cached != host_cached_blocks_ || counts.host_held != host_held_blocks_) {
-    return absl::InternalError(absl::StrCat("host counters (cached ", host_cached_blocks_,
-                                            ", held ", host_held_blocks_,
-                                            ") disagree with the tree (", counts.host_cached, ", ",
-                                            counts.host_held, ")"));
+    return absl::InternalError(absl::StrCat(
+        "host counters (cached ", host_cached_blocks_, ", held ", host_held_blocks_,
+        ") disagree with the tree (", counts.host_cached, ", ", counts.host_held, ")"));
   }
   // Host slots: each usable one is cached, free, or read by a queued promotion.
   absl::flat_hash_map<BlockId, int> slots = counts.seen_host;
@@ -994,8 +996,8 @@ absl::Status RadixTree::CheckInvariants() const {
   for (BlockId slot : host_released_) ++slots[slot];
   for (const auto& [slot, n] : slots) {
     if (n > 1 || slot < 0 || slot >= host_usable_) {
-      return absl::InternalError(absl::StrCat("host slot ", slot, " is in ", n,
-                                              " places (cached, free, released)"));
+      return absl::InternalError(
+          absl::StrCat("host slot ", slot, " is in ", n, " places (cached, free, released)"));
     }
   }
   if (static_cast<int64_t>(slots.size()) != host_usable_ || host_usable_ > host_capacity_) {

@@ -146,7 +146,7 @@ struct TreeStats {
   // Evicted from the device with no host slot to take them (the tier could not grow and
   // every host block was held), so dropped, with the host blocks below them.
   int64_t dropped_blocks = 0;
-  int64_t host_grow_failures = 0;  // grow_host calls that gave nothing
+  int64_t host_grow_failures = 0;          // grow_host calls that gave nothing
   std::vector<NamespaceStats> namespaces;  // sorted by name
 };
 
@@ -234,10 +234,11 @@ class RadixTree {
   // Frees up to `num_blocks` device blocks of unheld leaves (leaves of the device part of
   // the tree) and returns their BlockIds. With a host tier each is demoted to a host slot
   // (its transfer queued), taking the host tier's least recently used blocks when it is
-  // full; without one, or with no slot to be had, it is dropped. Counted as evicted. Fair: least recently used first (an edge's tail first) among the owners that
-  // hold more than their guaranteed share, taking none below it; only when no such owner
-  // has an unheld block, least recently used first among all. Each block costs
-  // O(log owners + log leaves) (radix_tree_bench: BM_EvictFair).
+  // full; without one, or with no slot to be had, it is dropped. Counted as evicted. Fair: least
+  // recently used first (an edge's tail first) among the owners that hold more than their
+  // guaranteed share, taking none below it; only when no such owner has an unheld block, least
+  // recently used first among all. Each block costs O(log owners + log leaves) (radix_tree_bench:
+  // BM_EvictFair).
   std::vector<BlockId> Evict(int64_t num_blocks);
   // Removes every evictable block of both tiers, whoever owns it; returns the device
   // BlockIds. Counted as flushed, not evicted.

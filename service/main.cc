@@ -4,11 +4,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/internal/program_name.h"
@@ -197,29 +199,33 @@ absl::StatusOr<int64_t> ParseHostKvBytes(std::string text) {
       break;
     }
   }
-  int shift = 0;
-  if (!text.empty()) {
-    switch (text.back()) {
-      case 'K': case 'k': shift = 10; break;
-      case 'M': case 'm': shift = 20; break;
-      case 'G': case 'g': shift = 30; break;
-      case 'T': case 't': shift = 40; break;
-      default: break;
-    }
-    if (shift > 0) text.pop_back();
+  int shift = 0;  // K, M, G, T: 2^10, 2^20, 2^30, 2^40
+  if (const size_t unit = text.empty()
+                              ? std::string::npos
+                              : std::string_view("KMGT").find(static_cast<char>(
+                                    std::toupper(static_cast<unsigned char>(text.back()))));
+      unit != std::string::npos) {
+    shift = 10 * static_cast<int>(unit + 1);
+    text.pop_back();
   }
   double value = 0;
   if (text.empty() || !absl::SimpleAtod(text, &value) || !(value >= 0) ||
       value * std::ldexp(1.0, shift) > 9.0e18) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--host_kv_cache_bytes=", original,
-        ": expected auto, 0, or a size such as 64G, 512M or 1073741824"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--host_kv_cache_bytes=", original,
+                     ": expected auto, 0, or a size such as 64G, 512M or 1073741824"));
   }
   return static_cast<int64_t>(value * std::ldexp(1.0, shift));
 }
 
 int Run() {
-  // Tenants first: a bad tokens file should fail before a long model load.
+  // Flags and tenants first: a bad value or tokens file should fail before a long model load.
+  absl::StatusOr<int64_t> host_kv_bytes =
+      ParseHostKvBytes(absl::GetFlag(FLAGS_host_kv_cache_bytes));
+  if (!host_kv_bytes.ok()) {
+    std::fprintf(stderr, "prefixd: %s\n", std::string(host_kv_bytes.status().message()).c_str());
+    return 2;
+  }
   TenantDirectory tenants = TenantDirectory::Open();
   if (const std::string path = absl::GetFlag(FLAGS_tokens_file); !path.empty()) {
     absl::StatusOr<TenantDirectory> dir = TenantDirectory::FromFile(path);
@@ -297,11 +303,6 @@ int Run() {
   EngineOptions options;
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
-  absl::StatusOr<int64_t> host_kv_bytes = ParseHostKvBytes(absl::GetFlag(FLAGS_host_kv_cache_bytes));
-  if (!host_kv_bytes.ok()) {
-    std::fprintf(stderr, "prefixd: %s\n", std::string(host_kv_bytes.status().message()).c_str());
-    return 2;
-  }
   options.host_kv_cache_bytes = *host_kv_bytes;
   options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);

@@ -75,9 +75,9 @@ std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096,
   o.host_kv_cache_bytes = 0;
   if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
   if (host_tokens > 0) {
-    o.host_kv_cache_bytes = host_tokens / o.block_size *
-                            KvCache::BytesPerBlock(model->config, o.block_size,
-                                                   (*backend)->compute_dtype());
+    o.host_kv_cache_bytes =
+        host_tokens / o.block_size *
+        KvCache::BytesPerBlock(model->config, o.block_size, (*backend)->compute_dtype());
   }
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(*std::move(backend), *std::move(model), o);

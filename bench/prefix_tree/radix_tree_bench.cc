@@ -268,9 +268,9 @@ BENCHMARK(BM_EvictFair)
 // the host tier's least recently used block. Against BM_Evict1000, the cost per evicted
 // block of keeping it in host memory.
 void BM_EvictToHost(benchmark::State& state) {
-  PopulatedTree t(1, RadixTreeOptions{.block_size = kBlockSize,
-                                      .seed = 7,
-                                      .host_blocks = kPrefixes * kPrefixBlocks / 4});
+  PopulatedTree t(
+      1, RadixTreeOptions{
+             .block_size = kBlockSize, .seed = 7, .host_blocks = kPrefixes * kPrefixBlocks / 4});
   Evict1000(state, t, /*refill_after=*/kPrefixes / 2 / 10);
 }
 BENCHMARK(BM_EvictToHost)->MinTime(kMinTime)->Repetitions(kRepetitions)->ReportAggregatesOnly(true);

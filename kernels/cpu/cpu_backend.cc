@@ -103,8 +103,8 @@ DeviceTensor CpuBackend::Allocate(DType dtype, std::initializer_list<int64_t> di
 void CpuBackend::Free(void* data) { std::free(data); }
 
 void* CpuBackend::AllocateHost(size_t bytes) {
-  return std::aligned_alloc(kAlignment, std::max(kAlignment, (bytes + kAlignment - 1) /
-                                                                 kAlignment * kAlignment));
+  return std::aligned_alloc(
+      kAlignment, std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment));
 }
 
 void CpuBackend::FreeHost(void* data) { std::free(data); }
@@ -112,7 +112,8 @@ void CpuBackend::FreeHost(void* data) { std::free(data); }
 void CpuBackend::CopyAsync(absl::Span<const MemCopy> copies, CopyDirection direction) {
   (void)direction;  // one memory: both directions are a memcpy
   ParallelFor(static_cast<int64_t>(copies.size()), 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) std::memcpy(copies[i].dst, copies[i].src, copies[i].bytes);
+    for (int64_t i = begin; i < end; ++i)
+      std::memcpy(copies[i].dst, copies[i].src, copies[i].bytes);
   });
 }
 

@@ -4,7 +4,6 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -63,14 +62,14 @@ class SchedulerTest : public ::testing::Test {
     r.deadline = deadline;
     scheduler_->Add(id, std::move(r), max_new, /*seed=*/id, absl::Now(),
                     [this, id](GenerationUpdate&& u) {
-      auto& out = outputs_[id];
-      out.tokens.insert(out.tokens.end(), u.tokens.begin(), u.tokens.end());
-      if (u.finished) {
-        out.usage = u.usage;
-        out.status = u.status;
-        finished_.push_back(id);
-      }
-    });
+                      auto& out = outputs_[id];
+                      out.tokens.insert(out.tokens.end(), u.tokens.begin(), u.tokens.end());
+                      if (u.finished) {
+                        out.usage = u.usage;
+                        out.status = u.status;
+                        finished_.push_back(id);
+                      }
+                    });
   }
 
   void RunToIdle() {

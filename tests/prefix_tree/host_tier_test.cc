@@ -218,10 +218,10 @@ TEST(HostTierTest, EventsNameTheMedium) {
   PrefixMatch m = cache.Match(kAlice, Range(0, 9));
   ASSERT_TRUE(cache.Promote(m).ok());
   cache.Release(m);
-  EXPECT_THAT(log, ElementsAre("stored GPU 2",                    // alice
-                               "removed GPU 2", "stored CPU 2",   // alice demoted
-                               "stored GPU 2",                    // bob
-                               "removed GPU 2", "stored CPU 2",   // bob demoted
+  EXPECT_THAT(log, ElementsAre("stored GPU 2",                     // alice
+                               "removed GPU 2", "stored CPU 2",    // alice demoted
+                               "stored GPU 2",                     // bob
+                               "removed GPU 2", "stored CPU 2",    // bob demoted
                                "removed CPU 2", "stored GPU 2"));  // alice promoted
   std::vector<CacheEvent> snapshot = cache.tree().Snapshot();
   ASSERT_EQ(snapshot.size(), 2u);
@@ -245,9 +245,9 @@ struct Case {
   int32_t device_blocks;
   int32_t host_blocks;
   int vocab;
-  bool collide;      // every block has the same key
-  int grow_chunk;    // 0: all host slots usable at once; else grown this many at a time
-  int grow_limit;    // slots the "memory" can give (grow_chunk > 0)
+  bool collide;    // every block has the same key
+  int grow_chunk;  // 0: all host slots usable at once; else grown this many at a time
+  int grow_limit;  // slots the "memory" can give (grow_chunk > 0)
 };
 
 BlockKey Colliding(uint64_t, const BlockKey&, absl::Span<const TokenId>) { return {1, 2}; }
@@ -266,7 +266,8 @@ struct Req {
 TEST_P(HostTierRandomTest, EveryBlockHoldsItsOwnTokensKv) {
   const Case c = GetParam();
   uint64_t seed = EnvOr("PREFIXD_SEED", 20261205);
-  for (const char* p = c.name; *p != '\0'; ++p) seed = (seed ^ static_cast<uint8_t>(*p)) * 1099511628211ull;
+  for (const char* p = c.name; *p != '\0'; ++p)
+    seed = (seed ^ static_cast<uint8_t>(*p)) * 1099511628211ull;
   const int64_t ops = static_cast<int64_t>(EnvOr("PREFIXD_DIFF_OPS", 3000));
   std::mt19937_64 rng(seed);
   auto below = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
@@ -425,12 +426,13 @@ TEST_P(HostTierRandomTest, EveryBlockHoldsItsOwnTokensKv) {
   EXPECT_EQ(s.blocks.free, c.device_blocks);
   EXPECT_EQ(s.host_blocks.free, c.host_blocks);
   EXPECT_TRUE(cache.CheckInvariants().ok());
-  std::printf("%s: %lld ops, %lld hit blocks, %lld promoted, %lld demoted, %lld host-evicted, "
-              "%lld dropped\n",
-              c.name, static_cast<long long>(ops), static_cast<long long>(hits),
-              static_cast<long long>(promoted), static_cast<long long>(demoted_seen),
-              static_cast<long long>(s.tree.host_evicted_blocks),
-              static_cast<long long>(s.tree.dropped_blocks));
+  std::printf(
+      "%s: %lld ops, %lld hit blocks, %lld promoted, %lld demoted, %lld host-evicted, "
+      "%lld dropped\n",
+      c.name, static_cast<long long>(ops), static_cast<long long>(hits),
+      static_cast<long long>(promoted), static_cast<long long>(demoted_seen),
+      static_cast<long long>(s.tree.host_evicted_blocks),
+      static_cast<long long>(s.tree.dropped_blocks));
   if (ops >= 3000) {
     EXPECT_GT(promoted, 0);
     EXPECT_GT(demoted_seen, 0);

@@ -562,6 +562,23 @@ std::string NonLoopbackAddress() {
   return found;
 }
 
+TEST(ServiceTest, TheHostKvTierFlagIsCheckedAtStartUp) {
+  auto garbled = ServerProcess::Start({"--host_kv_cache_bytes=12x"});
+  ASSERT_FALSE(garbled.ok());
+  EXPECT_THAT(garbled.status().message(),
+              ::testing::HasSubstr("--host_kv_cache_bytes=12x: expected auto, 0, or a size"));
+  // More than the machine has: refused, with both figures.
+  auto too_big = ServerProcess::Start({"--host_kv_cache_bytes=100000T"});
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_THAT(too_big.status().message(), ::testing::HasSubstr("is more than this machine's RAM"));
+  auto too_small = ServerProcess::Start({"--host_kv_cache_bytes=2K"});
+  ASSERT_FALSE(too_small.ok());
+  EXPECT_THAT(too_small.status().message(), ::testing::HasSubstr("cannot hold one block"));
+  auto server = ServerProcess::Start({"--host_kv_cache_bytes=64M"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->log(), ::testing::HasSubstr("host KV tier 16384 tokens (64.0 MiB"));
+}
+
 TEST(ServiceTest, OpenModeStaysOnThisMachineUnlessTheOperatorSaysOtherwise) {
   // Without a tokens file, a non-loopback address is refused at start, saying why.
   auto refused = ServerProcess::Start({"--listen=0.0.0.0:0"});
