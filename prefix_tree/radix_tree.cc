@@ -846,27 +846,19 @@ std::vector<CacheEvent> RadixTree::Snapshot() const {
   return events;
 }
 
-std::vector<BlockId> RadixTree::CachedBlockIds() const {
+std::vector<BlockId> RadixTree::TierBlockIds(bool host) const {
   std::vector<BlockId> ids;
   std::vector<const Node*> stack;
   for (const auto& [ns, state] : namespaces_) stack.push_back(state->root.get());
   while (!stack.empty()) {
     const Node* node = stack.back();
     stack.pop_back();
-    ids.insert(ids.end(), node->blocks.begin(), node->blocks.begin() + node->device_blocks);
-    for (const auto& [key, child] : node->children) stack.push_back(child.get());
-  }
-  return ids;
-}
-
-std::vector<BlockId> RadixTree::HostBlockIds() const {
-  std::vector<BlockId> ids;
-  std::vector<const Node*> stack;
-  for (const auto& [ns, state] : namespaces_) stack.push_back(state->root.get());
-  while (!stack.empty()) {
-    const Node* node = stack.back();
-    stack.pop_back();
-    ids.insert(ids.end(), node->blocks.begin() + node->device_blocks, node->blocks.end());
+    const auto boundary = node->blocks.begin() + node->device_blocks;
+    if (host) {
+      ids.insert(ids.end(), boundary, node->blocks.end());
+    } else {
+      ids.insert(ids.end(), node->blocks.begin(), boundary);
+    }
     for (const auto& [key, child] : node->children) stack.push_back(child.get());
   }
   return ids;

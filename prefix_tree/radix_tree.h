@@ -263,9 +263,9 @@ class RadixTree {
   uint64_t last_sequence() const { return sequence_; }
 
   // Every device BlockId the tree owns, for cross-checks with the pool.
-  std::vector<BlockId> CachedBlockIds() const;
+  std::vector<BlockId> CachedBlockIds() const { return TierBlockIds(/*host=*/false); }
   // Every host slot the tree's blocks occupy.
-  std::vector<BlockId> HostBlockIds() const;
+  std::vector<BlockId> HostBlockIds() const { return TierBlockIds(/*host=*/true); }
 
   // Structural check for tests: keys recompute, token counts, parent links, ref counts,
   // the evictable set, the block counters (per owner too), the over-share list, and no
@@ -279,6 +279,7 @@ class RadixTree {
   struct NamespaceState;
   using Node = RadixNode;
 
+  std::vector<BlockId> TierBlockIds(bool host) const;
   NamespaceState& GetOrCreateNamespace(const CacheNamespace& ns);
   RadixOwner& GetOrCreateOwner(const std::string& tenant);
   // Puts `owner` in over_share_ (by its oldest unheld leaf) when it holds more than its

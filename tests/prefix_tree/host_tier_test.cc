@@ -405,7 +405,9 @@ TEST_P(HostTierRandomTest, EveryBlockHoldsItsOwnTokensKv) {
       const CacheNamespace& ns = spaces[below(2)];
       absl::StatusOr<int> pinned = cache.Pin(ns, t);
       ASSERT_TRUE(pinned.ok());
-      if (*pinned > 0) ASSERT_TRUE(cache.Unpin(ns, t).ok());
+      if (*pinned > 0) {
+        ASSERT_TRUE(cache.Unpin(ns, t).ok());
+      }
     } else if (below(20) == 0) {
       cache.Flush();
     }
@@ -436,7 +438,9 @@ TEST_P(HostTierRandomTest, EveryBlockHoldsItsOwnTokensKv) {
   if (ops >= 3000) {
     EXPECT_GT(promoted, 0);
     EXPECT_GT(demoted_seen, 0);
-    if (c.grow_chunk == 0) EXPECT_GT(s.tree.host_evicted_blocks, 0);
+    if (c.grow_chunk == 0) {
+      EXPECT_GT(s.tree.host_evicted_blocks, 0);
+    }
   }
 }
 

@@ -21,7 +21,9 @@
 namespace prefixd {
 namespace {
 
+using ::prefixd::testing::DemoteAndPromote;
 using ::prefixd::testing::GenerateClient;
+using ::prefixd::testing::HostTierServerFlags;
 using ::prefixd::testing::HttpGet;
 using ::prefixd::testing::PollUntil;
 using ::prefixd::testing::RandomTokens;
@@ -173,18 +175,11 @@ TEST(DashboardTest, ShowsTheHostTierWhenTheServerHasOne) {
   if (access(kChromium, X_OK) != 0) {
     GTEST_SKIP() << kChromium << " is not installed (scripts/setup.sh installs Debian's chromium)";
   }
-  // A 16-block device pool and a 64-block host tier (the test model's block is 64 KiB).
-  auto server = ServerProcess::Start(
-      {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"});
+  auto server = ServerProcess::Start(HostTierServerFlags());
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string http = (*server)->http_address();
   GenerateClient client((*server)->target());
-  // A prompt, four others that push it to the host tier, then the first again: promoted.
-  for (int seed : {1, 2, 3, 4, 5, 1}) {
-    const auto r = client.Generate(testing::GreedyRequest(RandomTokens(seed, 64), 2));
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  }
-  const v1::CacheStats stats = client.Stats();
+  const v1::CacheStats stats = DemoteAndPromote(client);
   ASSERT_GT(stats.promoted_blocks(), 0);
   ASSERT_GT(stats.host_blocks().evictable(), 0);
   Json data;

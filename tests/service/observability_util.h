@@ -159,6 +159,24 @@ inline bool PollUntil(const std::function<bool()>& done, absl::Duration limit = 
   return true;
 }
 
+// The server flags of a host-tier test: a 16-block device pool and a 64-block host tier
+// (the test model's block is 64 KiB).
+inline std::vector<std::string> HostTierServerFlags() {
+  return {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"};
+}
+
+// On such a server: a prompt, four others that push it to the host tier, then the first
+// again, promoted. Returns the stats after.
+inline v1::CacheStats DemoteAndPromote(GenerateClient& client) {
+  for (int seed : {1, 2, 3, 4, 5, 1}) {
+    const GenerateResult r = client.Generate(GreedyRequest(RandomTokens(seed, 64), 2));
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+  const v1::CacheStats stats = client.Stats();
+  EXPECT_GT(stats.promoted_blocks(), 0);
+  return stats;
+}
+
 }  // namespace prefixd::testing
 
 #endif  // PREFIXD_TESTS_SERVICE_OBSERVABILITY_UTIL_H_

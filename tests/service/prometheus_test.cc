@@ -23,7 +23,9 @@
 namespace prefixd {
 namespace {
 
+using ::prefixd::testing::DemoteAndPromote;
 using ::prefixd::testing::GenerateClient;
+using ::prefixd::testing::HostTierServerFlags;
 using ::prefixd::testing::PollUntil;
 using ::prefixd::testing::RandomTokens;
 using ::prefixd::testing::ServerProcess;
@@ -211,17 +213,10 @@ TEST(PrometheusTest, ReadsTheHostTierBack) {
     GTEST_SKIP() << kPrometheus << " is not installed (scripts/setup.sh installs Debian's "
                  << "prometheus package)";
   }
-  // A 16-block device pool and a 64-block host tier (the test model's block is 64 KiB).
-  auto server = ServerProcess::Start(
-      {"--kv_cache_tokens=256", "--max_running_requests=4", "--host_kv_cache_bytes=4M"});
+  auto server = ServerProcess::Start(HostTierServerFlags());
   ASSERT_TRUE(server.ok()) << server.status();
   GenerateClient client((*server)->target());
-  // A prompt, four others that push it to the host tier, then the first again: promoted.
-  for (int seed : {1, 2, 3, 4, 5, 1}) {
-    const auto r = client.Generate(testing::GreedyRequest(RandomTokens(seed, 64), 2));
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  }
-  const v1::CacheStats stats = client.Stats();
+  const v1::CacheStats stats = DemoteAndPromote(client);
   ASSERT_GT(stats.promoted_blocks(), 0);
   PrometheusProcess prometheus((*server)->http_address());
   ASSERT_TRUE(PollUntil(
