@@ -7,9 +7,9 @@
 #   deploy/cluster.sh kill I                       kill replica I at once (failover drill)
 #   deploy/cluster.sh stop                         drain the replicas, stop the proxy
 #
-# Clients talk to the proxy: gRPC with prefix affinity on 127.0.0.1:50050, round robin on
-# :50049, the OpenAI-compatible API on :8050, HAProxy's stats on :8404/stats. Replica i
-# listens on gRPC 5006i, its side port 1808i (/metrics, /dashboard, /readyz), OpenAI 1800i,
+# Clients talk to the proxy: gRPC with prefix affinity on 127.0.0.1:18050, round robin on
+# :18049, the OpenAI-compatible API on :8050, HAProxy's stats on :8404/stats. Replica i
+# listens on gRPC 1806i, its side port 1808i (/metrics, /dashboard, /readyz), OpenAI 1800i,
 # and publishes KV events on tcp://127.0.0.1:555(6+i) (topic kv@r<i>@<model>).
 #
 # Environment: CLUSTER_DIR (logs, pid files, the rendered config; default
@@ -47,7 +47,7 @@ render_config() {
       print
       kind = ($0 ~ /openai/) ? "openai" : "grpc"
       for (i = 1; i <= n; i++) {
-        port = (kind == "grpc") ? 50060 + i : 18000 + i
+        port = (kind == "grpc") ? 18060 + i : 18000 + i
         printf "    server r%d 127.0.0.1:%d port %d\n", i, port, 18080 + i
       }
       skip = 1
@@ -78,7 +78,7 @@ start() {
   haproxy -q -c -f "$dir/haproxy.cfg" || die "the rendered config does not parse"
 
   for i in $(seq 1 "$n"); do
-    "$prefixd" --listen="127.0.0.1:$((50060 + i))" --http_listen="127.0.0.1:$((18080 + i))" \
+    "$prefixd" --listen="127.0.0.1:$((18060 + i))" --http_listen="127.0.0.1:$((18080 + i))" \
       --openai_listen="127.0.0.1:$((18000 + i))" \
       --kv_events_endpoint="tcp://127.0.0.1:$((5556 + i))" --kv_events_replica_id="r$i" \
       "$@" >"$dir/r$i.out" 2>"$dir/r$i.log" &
@@ -113,12 +113,12 @@ start() {
   [[ $(servers_state | grep -c " UP$" || true) == "$n" ]] ||
     die "the proxy does not see every replica up: $(servers_state | tr '\n' ' ')"
   echo "cluster: $n replicas up behind HAProxy (logs in $dir)"
-  echo "  gRPC, prefix affinity   127.0.0.1:50050"
-  echo "  gRPC, round robin       127.0.0.1:50049"
+  echo "  gRPC, prefix affinity   127.0.0.1:18050"
+  echo "  gRPC, round robin       127.0.0.1:18049"
   echo "  OpenAI-compatible API   http://127.0.0.1:8050/v1"
   echo "  HAProxy stats           http://127.0.0.1:8404/stats"
   for i in $(seq 1 "$n"); do
-    echo "  r$i: gRPC 127.0.0.1:$((50060 + i)), dashboard http://127.0.0.1:$((18080 + i))/dashboard," \
+    echo "  r$i: gRPC 127.0.0.1:$((18060 + i)), dashboard http://127.0.0.1:$((18080 + i))/dashboard," \
       "KV events tcp://127.0.0.1:$((5556 + i))"
   done
 }

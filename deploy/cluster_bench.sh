@@ -44,25 +44,25 @@ deploy/cluster.sh start 3 --threads=1 --kv_cache_tokens=4096 --max_running_reque
   --shutdown_grace=5s >/dev/null
 
 flush_all() {
-  for i in 1 2 3; do "$prefixctl" --target=127.0.0.1:5006$i flush >/dev/null 2>&1 || true; done
+  for i in 1 2 3; do "$prefixctl" --target=127.0.0.1:1806$i flush >/dev/null 2>&1 || true; done
 }
 replica_state() {  # $1: r1..r3 -> "UP"/"DOWN"... and in-flight streams
   curl -fsS --max-time 2 "http://127.0.0.1:8404/stats;csv" |
     awk -F, -v s="$1" '$1 == "be_grpc_affinity" && $2 == s { print $18, $5 }'
 }
 
-echo "cluster_bench: affinity (127.0.0.1:50050) vs round robin (:50049), 3 replicas"
+echo "cluster_bench: affinity (127.0.0.1:18050) vs round robin (:18049), 3 replicas"
 flush_all
-"$bench" --target=127.0.0.1:50050 "${workload[@]}" --json="$work/affinity.json" \
+"$bench" --target=127.0.0.1:18050 "${workload[@]}" --json="$work/affinity.json" \
   >"$work/affinity.txt" 2>&1 || true
 flush_all
-"$bench" --target=127.0.0.1:50049 "${workload[@]}" --json="$work/roundrobin.json" \
+"$bench" --target=127.0.0.1:18049 "${workload[@]}" --json="$work/roundrobin.json" \
   >"$work/roundrobin.txt" 2>&1 || true
 
 # The drill: a longer run through the affinity port; replica 2 is killed while it serves.
 echo "cluster_bench: failover drill (replica r2 killed mid-run)"
 flush_all
-"$bench" --target=127.0.0.1:50050 "${workload[@]}" --seed=2 --output_len=64 \
+"$bench" --target=127.0.0.1:18050 "${workload[@]}" --seed=2 --output_len=64 \
   --timeout_s=120 --json="$work/drill.json" >"$work/drill.txt" 2>&1 &
 drill=$!
 for _ in $(seq 1 600); do
@@ -83,7 +83,7 @@ for _ in $(seq 1 200); do
 done
 wait "$drill" || true
 # After the proxy took r2 out: everything is served by the other two.
-"$bench" --target=127.0.0.1:50050 "${workload[@]}" --seed=3 --timeout_s=120 \
+"$bench" --target=127.0.0.1:18050 "${workload[@]}" --seed=3 --timeout_s=120 \
   --json="$work/after.json" >"$work/after.txt" 2>&1 || true
 
 /usr/bin/python3 - "$work" "$json" "${down_s:-none}" "${inflight:-0}" <<'EOF'
