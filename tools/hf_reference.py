@@ -2,12 +2,15 @@
 """Writes a random-weight Hugging Face model and transformers' own greedy outputs for it.
 
 Runs where PyTorch and transformers are installed (the GPU machine). For each --arch it
-builds a LlamaForCausalLM or Qwen2ForCausalLM from a config, with random weights
-(Qwen2's q/k/v biases random too, so that path is exercised), saves it with
-save_pretrained (bf16 safetensors), reloads those bf16 weights into fp32, and greedily
+builds a LlamaForCausalLM or Qwen2ForCausalLM from a config with random weights: llama
+has GQA and llama3 RoPE scaling, llama-head-dim a head_dim that is not hidden / heads, qwen2
+tied embeddings and random q/k/v biases. It saves the model with save_pretrained (bf16
+safetensors), reloads those bf16 weights into fp32, and greedily
 generates --new_tokens tokens for --prompts random prompts, recording each step's chosen
-token, its logprob and the top 5 alternatives; then the same in bf16, to show how far
-transformers' own bf16 lands from its fp32. The CUDA engine test reads them:
+token, its logprob and the top 5 alternatives. Then, to show how far transformers' own bf16
+lands from its fp32, the bf16 model reads the same path (teacher forcing: the prompt and the
+fp32 run's tokens in one pass) and gives, at every step, its logprobs of the fp32 run's top
+5 and its own first choice. The CUDA engine test reads them:
 
   python3 tools/hf_reference.py --out /tmp/hf --arch llama qwen2
   PREFIXD_HF_REFERENCE=/tmp/hf/llama:/tmp/hf/qwen2 build/tests/engine/cuda_engine_test
@@ -47,12 +50,17 @@ def build(arch, init_std):
                               "high_freq_factor": 4.0,
                               "original_max_position_embeddings": 1024}))
         model = transformers.LlamaForCausalLM(config)
+    elif arch == "llama-head-dim":
+        # head_dim 128 where hidden / heads is 64: q/k/v and o are not square to the hidden.
+        config = transformers.LlamaConfig(tie_word_embeddings=False, head_dim=128, **common,
+                                          **rope(10000.0))
+        model = transformers.LlamaForCausalLM(config)
     elif arch == "qwen2":
         config = transformers.Qwen2Config(tie_word_embeddings=True, **common,
                                           **rope(1000000.0))
         model = transformers.Qwen2ForCausalLM(config)
     else:
-        sys.exit(f"hf_reference: unknown --arch {arch} (llama or qwen2)")
+        sys.exit(f"hf_reference: unknown --arch {arch} (llama, llama-head-dim or qwen2)")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
@@ -80,10 +88,21 @@ def greedy(model, prompt, new_tokens, device):
     return tokens, steps
 
 
+def forced(model, prompt, tokens, steps, device):
+    """Along a reference's greedy path (its tokens fed back, one pass): per step, this model's
+    logprobs of the reference's top 5 (fp64 softmax) and its own first choice."""
+    with torch.no_grad():
+        ids = torch.tensor([prompt + tokens[:-1]], device=device)
+        logits = model(ids).logits[0, len(prompt) - 1:]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+    return [{"top": [float(logprobs[k, t]) for t, _ in step["top"]],
+             "argmax": int(logprobs[k].argmax())} for k, step in enumerate(steps)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder to write <arch>/ into")
-    ap.add_argument("--arch", nargs="+", default=["llama", "qwen2"])
+    ap.add_argument("--arch", nargs="+", default=["llama", "llama-head-dim", "qwen2"])
     ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--new_tokens", type=int, default=32)
     ap.add_argument("--init_std", type=float, default=0.06)
@@ -102,13 +121,13 @@ def main():
         # transformers itself gets computing in bf16.
         fp32 = [greedy(model.to(device=device, dtype=torch.float32).eval(), p, args.new_tokens,
                        device) for p in prompts]
-        bf16 = [greedy(model.to(device=device, dtype=torch.bfloat16).eval(), p, args.new_tokens,
-                       device) for p in prompts]
-        cases = [{"prompt": p, "tokens": f[0], "steps": f[1], "bf16_tokens": b[0],
-                  "bf16_steps": b[1]} for p, f, b in zip(prompts, fp32, bf16)]
+        bf16_model = model.to(device=device, dtype=torch.bfloat16).eval()
+        bf16 = [forced(bf16_model, p, f[0], f[1], device) for p, f in zip(prompts, fp32)]
+        cases = [{"prompt": p, "tokens": f[0], "steps": f[1], "bf16_forced": b}
+                 for p, f, b in zip(prompts, fp32, bf16)]
         with open(os.path.join(folder, "reference.json"), "w") as f:
-            json.dump({"arch": arch, "dtype": "float32 compute over bf16 weights (bf16_*: "
-                       "bf16 compute)", "cases": cases}, f)
+            json.dump({"arch": arch, "dtype": "float32 compute over bf16 weights (bf16_forced: "
+                       "bf16 compute along the fp32 path)", "cases": cases}, f)
         print(f"hf_reference: wrote {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}"
               f" M parameters, {args.prompts} prompts × {args.new_tokens} tokens)")
 

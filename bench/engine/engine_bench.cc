@@ -37,6 +37,9 @@ ABSL_FLAG(int, prefill_tokens, 2048, "prompt tokens of BM_Prefill");
 ABSL_FLAG(int64_t, kv_cache_tokens, 0, "KV cache capacity in tokens (0: sized automatically)");
 ABSL_FLAG(int, conversation_tokens, 2048,
           "history of BM_ReturningConversation's conversation (e.g. 8192 on a GPU)");
+ABSL_FLAG(double, min_time_s, 0,
+          "measured seconds each benchmark runs at least (0: each one's own default, 1 to 3 s; "
+          "scripts/gpu_check.sh shortens them)");
 
 namespace prefixd {
 namespace {
@@ -202,7 +205,16 @@ void BM_Decode(benchmark::State& state) {
     tokens += n;
     seconds += s;
   }
+  // What a step must read at least, for the bandwidth bound (docs/benchmarks.md): every
+  // weight once, and each sequence's K/V so far.
+  const ModelConfig& config = engine->config();
+  const DType dtype = engine->backend().compute_dtype();
+  state.counters["weight_bytes"] =
+      static_cast<double>(config.NumParameters()) * static_cast<double>(DTypeSize(dtype));
+  state.counters["kv_bytes_per_token"] =
+      static_cast<double>(KvCache::BytesPerBlock(config, 16, dtype)) / 16;
   state.counters["context"] = context;
+  state.counters["new_tokens"] = new_tokens;
   state.counters["tokens_per_second"] = seconds > 0 ? tokens / seconds : 0;
   state.counters["step_ms"] = tokens > 0 ? 1e3 * seconds * batch / tokens : 0;
 }
@@ -253,13 +265,15 @@ int main(int argc, char** argv) {
   using prefixd::BM_Prefill;
   using prefixd::BM_ReturningConversation;
   using prefixd::BM_TimeToFirstToken;
+  const double min_time_s = absl::GetFlag(FLAGS_min_time_s);
+  auto min_time = [&](double seconds) { return min_time_s > 0 ? min_time_s : seconds; };
   benchmark::RegisterBenchmark("BM_TimeToFirstToken", BM_TimeToFirstToken)
       ->ArgName("hit")
       ->Arg(0)
       ->Arg(1)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
-      ->MinTime(2.0);
+      ->MinTime(min_time(2.0));
   benchmark::RegisterBenchmark("BM_ReturningConversation", BM_ReturningConversation)
       ->ArgName("from")
       ->Arg(0)
@@ -267,11 +281,11 @@ int main(int argc, char** argv) {
       ->Arg(2)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
-      ->MinTime(3.0);
+      ->MinTime(min_time(3.0));
   benchmark::RegisterBenchmark("BM_Prefill", BM_Prefill)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
-      ->MinTime(1.0);
+      ->MinTime(min_time(1.0));
   auto* decode = benchmark::RegisterBenchmark("BM_Decode", BM_Decode)
                      ->ArgName("batch")
                      ->UseManualTime()

@@ -77,6 +77,23 @@ void ReportBandwidth(benchmark::State& state, double bytes_per_run) {
                          benchmark::Counter::kIsRate);
 }
 
+// ---- The bound: device-to-device copy ----
+
+// A 1 GiB copy on the backend's stream; GB/s counts bytes read plus bytes written, the
+// figure every "% of the bandwidth bound" divides by (scripts/gpu_check.sh reads it).
+void BM_DeviceCopy(benchmark::State& state) {
+  const int64_t bytes = int64_t{1} << 30;
+  DeviceTensor src = Cuda().Allocate(DType::kBF16, {bytes / 2});
+  DeviceTensor dst = Cuda().Allocate(DType::kBF16, {bytes / 2});
+  Cuda().Fill(src.view(), 1.0f);
+  TimeOnDevice(state, [&] {
+    cudaMemcpyAsync(dst.view().data, src.view().data, bytes, cudaMemcpyDeviceToDevice,
+                    Cuda().stream());
+  });
+  ReportBandwidth(state, 2.0 * static_cast<double>(bytes));
+}
+BENCHMARK(BM_DeviceCopy)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+
 // A paged cache of `seqs` sequences of `context_len` tokens with shuffled block tables.
 struct PagedBatch {
   DeviceTensor qkv, k, v, query_start, context_lens, block_tables, out;
