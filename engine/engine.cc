@@ -76,7 +76,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
                                 int64_t{options.max_running_requests} * c.vocab_size * 4;
     num_blocks = static_cast<int64_t>(
                      (static_cast<double>(*free) * options.gpu_memory_fraction - activations)) /
-                 block_bytes;
+                     block_bytes -
+                 1;  // KvCache's pad block
   } else {
     num_blocks = options.kv_cache_bytes_cpu / block_bytes;
   }
@@ -130,6 +131,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel model, EngineOption
   limits.max_tokens = options_.max_batch_tokens;
   limits.max_seqs = options_.max_running_requests;
   limits.max_blocks_per_seq = (max_context_len_ + options_.block_size - 1) / options_.block_size;
+  limits.decode_graphs = options_.cuda_graphs && backend_->CanCapture();
   model_ = std::make_unique<LlamaModel>(config_, std::move(model.weights), *backend_, *kv_, limits);
 
   PrefixCacheOptions cache_options;

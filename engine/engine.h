@@ -52,6 +52,10 @@ struct EngineOptions {
   // their attention reads those blocks once per group (kernels.h: shared-prefix groups),
   // on backends that use the groups (Backend::UsesSharedPrefixGroups: the CPU for now).
   bool cascade_attention = true;
+  // Decode steps run as graphs recorded per bucket of batch size and context length and
+  // replayed with the step's metadata updated in place (LlamaModel's decode graphs), on
+  // backends that record them (Backend::CanCapture: CUDA graphs).
+  bool cuda_graphs = true;
   std::optional<uint64_t> hash_seed;  // tests only; random per process otherwise
   // By tenant: a request's GenerationRequest::tenant for its weight, a namespace's
   // CacheNamespace::tenant (a tenant, or "shared:<name>") for its KV share. Unlisted:

@@ -11,10 +11,11 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int32_t num_blocks
   const DType dtype = backend.compute_dtype();
   storage_.reserve(2 * config.num_layers);  // references below must stay valid
   for (int i = 0; i < config.num_layers; ++i) {
+    const int64_t blocks = int64_t{num_blocks} + 1;  // and the pad block
     DeviceTensor& k = storage_.emplace_back(
-        backend.Allocate(dtype, {num_blocks, config.num_kv_heads, block_size, config.head_dim}));
+        backend.Allocate(dtype, {blocks, config.num_kv_heads, block_size, config.head_dim}));
     DeviceTensor& v = storage_.emplace_back(
-        backend.Allocate(dtype, {num_blocks, config.num_kv_heads, block_size, config.head_dim}));
+        backend.Allocate(dtype, {blocks, config.num_kv_heads, block_size, config.head_dim}));
     // Not initialised: attention reads only positions below a sequence's context length,
     // and RopeAndStoreKv has written each of those by then. Touching the whole pool here
     // would cost seconds of page faults at start-up for nothing (on the CPU, memory is
@@ -36,7 +37,7 @@ HostKvCache::HostKvCache(Backend& backend, KvCache& device, int32_t max_blocks, 
       layer_block_bytes_(device.num_layers() == 0
                              ? 0
                              : static_cast<int64_t>(device.layer(0).k.nbytes()) /
-                                   device.num_blocks()),
+                                   device.layer(0).k.dim(0)),  // the pad block included
       slot_bytes_(2 * device.num_layers() * layer_block_bytes_) {
   slots_per_slab_ = static_cast<int32_t>(
       std::clamp<int64_t>(slab_bytes / std::max<int64_t>(slot_bytes_, 1), 1, max_blocks_));

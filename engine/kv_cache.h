@@ -1,7 +1,9 @@
 // engine/kv_cache.h — device memory of the paged KV cache.
 //
-// Per layer, K and V are [num_blocks, Hkv, block_size, d] in the backend's compute dtype.
-// BlockIds handed out by the PrefixCache index the first dimension of every layer at once.
+// Per layer, K and V are [num_blocks + 1, Hkv, block_size, d] in the backend's compute
+// dtype. BlockIds handed out by the PrefixCache (0 .. num_blocks - 1) index the first
+// dimension of every layer at once; the last block, pad_block(), is never handed out: the
+// padding sequences of a decode graph's step write and read there (engine/llama_model.h).
 #ifndef PREFIXD_ENGINE_KV_CACHE_H_
 #define PREFIXD_ENGINE_KV_CACHE_H_
 
@@ -17,7 +19,7 @@ namespace prefixd {
 
 class KvCache {
  public:
-  // Allocates num_blocks blocks on `backend`, which must outlive the cache.
+  // Allocates num_blocks blocks and the pad block on `backend`, which must outlive the cache.
   KvCache(Backend& backend, const ModelConfig& config, int32_t num_blocks, int block_size);
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -25,7 +27,8 @@ class KvCache {
   // Device bytes one block takes across all layers, K and V.
   static int64_t BytesPerBlock(const ModelConfig& config, int block_size, DType dtype);
 
-  int32_t num_blocks() const { return num_blocks_; }
+  int32_t num_blocks() const { return num_blocks_; }  // the blocks the PrefixCache hands out
+  int32_t pad_block() const { return num_blocks_; }
   int block_size() const { return block_size_; }
   int num_layers() const { return static_cast<int>(layers_.size()); }
   KvCacheLayer& layer(int i) { return layers_[i]; }

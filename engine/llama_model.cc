@@ -1,8 +1,10 @@
 #include "engine/llama_model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "base/check.h"
 
@@ -124,28 +126,78 @@ LlamaModel::LlamaModel(const ModelConfig& config, LlamaWeights weights, Backend&
   logits_ = backend.Allocate(DType::kF32, {limits.max_seqs, config.vocab_size});
 }
 
-Tensor LlamaModel::Forward(const StepBatch& batch) {
-  const int num_tokens = batch.num_tokens(), num_seqs = batch.num_seqs();
-  const int num_rows = static_cast<int>(batch.logit_rows.size());
-  PREFIXD_CHECK(num_tokens > 0 && num_tokens <= limits_.max_tokens, "step of ", num_tokens,
-                " tokens (limit ", limits_.max_tokens, ")");
-  PREFIXD_CHECK(num_seqs > 0 && num_seqs <= limits_.max_seqs, "step of ", num_seqs,
-                " sequences (limit ", limits_.max_seqs, ")");
-  PREFIXD_CHECK(batch.max_blocks_per_seq <= limits_.max_blocks_per_seq, "block table width ",
-                batch.max_blocks_per_seq, " over ", limits_.max_blocks_per_seq);
+std::optional<DecodeGraphShape> DecodeGraphShapeFor(const StepBatch& batch,
+                                                    const ModelLimits& limits, int block_size) {
+  const int n = batch.num_seqs();
+  if (n == 0 || batch.num_tokens() != n || batch.num_groups() > 0 ||
+      static_cast<int>(batch.logit_rows.size()) != n) {
+    return std::nullopt;
+  }
+  for (int s = 0; s < n; ++s) {
+    if (batch.logit_rows[s] != s) return std::nullopt;
+  }
+  const int max_batch = std::min(limits.max_seqs, limits.max_tokens);
+  if (n > max_batch) return std::nullopt;
+  DecodeGraphShape shape;
+  shape.batch = n <= 8    ? static_cast<int>(std::bit_ceil(static_cast<unsigned>(n)))
+                : n <= 64 ? (n + 7) / 8 * 8
+                          : (n + 31) / 32 * 32;
+  shape.batch = std::min(shape.batch, max_batch);
+  const int max_context = limits.max_blocks_per_seq * block_size;
+  const int longest = *std::max_element(batch.context_lens.begin(), batch.context_lens.end());
+  if (longest > max_context || batch.max_blocks_per_seq > limits.max_blocks_per_seq) {
+    return std::nullopt;
+  }
+  const int bucket = static_cast<int>(std::bit_ceil(static_cast<unsigned>(std::max(longest, 512))));
+  shape.context = std::min((bucket + block_size - 1) / block_size * block_size, max_context);
+  return shape;
+}
 
-  // Upload the step's metadata.
+StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
+                         int32_t pad_block) {
+  const int n = batch.num_seqs(), width = shape.context / block_size;
+  PREFIXD_CHECK(
+      n <= shape.batch && batch.max_blocks_per_seq <= width && shape.context % block_size == 0,
+      "a decode step of ", n, " sequences and ", batch.max_blocks_per_seq,
+      " blocks each does not fit the graph of ", shape.batch, " x ", shape.context);
+  StepBatch p;
+  p.tokens = batch.tokens;
+  p.positions = batch.positions;
+  p.slots = batch.slots;
+  p.query_start = batch.query_start;
+  p.context_lens = batch.context_lens;
+  p.tokens.resize(shape.batch, 0);
+  p.positions.resize(shape.batch, 0);
+  p.slots.resize(shape.batch, pad_block * block_size);
+  p.context_lens.resize(shape.batch, 1);
+  for (int s = n; s < shape.batch; ++s) p.query_start.push_back(s + 1);
+  p.max_blocks_per_seq = width;
+  p.block_tables.assign(static_cast<size_t>(shape.batch) * width, pad_block);
+  for (int s = 0; s < n; ++s) {  // each sequence's own blocks; the pad block after them
+    const int own =
+        std::min(batch.max_blocks_per_seq, (batch.context_lens[s] + block_size - 1) / block_size);
+    std::copy_n(batch.block_tables.begin() + static_cast<size_t>(s) * batch.max_blocks_per_seq, own,
+                p.block_tables.begin() + static_cast<size_t>(s) * width);
+  }
+  p.logit_rows.resize(shape.batch);
+  std::iota(p.logit_rows.begin(), p.logit_rows.end(), 0);
+  return p;
+}
+
+AttentionMetadata LlamaModel::Upload(const StepBatch& batch, int context_hint) {
   auto upload = [&](const std::vector<int32_t>& host, DeviceTensor& dev) {
     Tensor view(dev.view().data, DType::kI32, {static_cast<int64_t>(host.size())});
     if (!host.empty()) backend_.CopyFromHost(host.data(), view);
     return view;
   };
-  const Tensor ids = upload(batch.tokens, ids_);
-  const Tensor positions = upload(batch.positions, positions_);
-  const Tensor slots = upload(batch.slots, slots_);
+  const int num_seqs = batch.num_seqs();
+  upload(batch.tokens, ids_);
+  upload(batch.positions, positions_);
+  upload(batch.slots, slots_);
+  upload(batch.logit_rows, logit_rows_);
   AttentionMetadata meta;
   meta.num_seqs = num_seqs;
-  meta.num_tokens = num_tokens;
+  meta.num_tokens = batch.num_tokens();
   meta.block_size = kv_.block_size();
   meta.max_blocks_per_seq = batch.max_blocks_per_seq;
   meta.query_start = upload(batch.query_start, query_start_);
@@ -161,7 +213,18 @@ Tensor LlamaModel::Forward(const StepBatch& batch) {
         std::max(meta.max_query_len, batch.query_start[s + 1] - batch.query_start[s]);
     meta.max_context_len = std::max(meta.max_context_len, batch.context_lens[s]);
   }
+  if (context_hint > 0) {
+    PREFIXD_CHECK(context_hint >= meta.max_context_len, "context hint ", context_hint,
+                  " under the step's longest sequence, ", meta.max_context_len);
+    meta.max_context_len = context_hint;
+  }
+  return meta;
+}
 
+void LlamaModel::RunOps(const AttentionMetadata& meta, int num_tokens, int num_rows) {
+  const Tensor ids = ids_.view().Rows(0, num_tokens);
+  const Tensor positions = positions_.view().Rows(0, num_tokens);
+  const Tensor slots = slots_.view().Rows(0, num_tokens);
   Tensor residual = residual_.view().Rows(0, num_tokens);
   Tensor hidden = hidden_.view().Rows(0, num_tokens);
   Tensor qkv = qkv_.view().Rows(0, num_tokens);
@@ -191,14 +254,56 @@ Tensor LlamaModel::Forward(const StepBatch& batch) {
                                                          : weights_.final_norm.view();
     backend_.AddRmsNorm(residual, proj, next_norm, eps, hidden);
   }
-
-  Tensor logits = logits_.view().Rows(0, num_rows);
-  if (num_rows == 0) return logits;
-  const Tensor rows = upload(batch.logit_rows, logit_rows_);
+  if (num_rows == 0) return;
+  const Tensor rows = logit_rows_.view().Rows(0, num_rows);
   Tensor last = last_hidden_.view().Rows(0, num_rows);
+  Tensor logits = logits_.view().Rows(0, num_rows);
   backend_.GatherRows(hidden, rows, last);
   backend_.Gemm(last, weights_.output_projection(), nullptr, logits);
-  return logits;
+}
+
+Tensor LlamaModel::ForwardDecodeGraph(const StepBatch& batch, const DecodeGraphShape& shape) {
+  const StepBatch padded = PadDecodeBatch(batch, shape, kv_.block_size(), kv_.pad_block());
+  const AttentionMetadata meta = Upload(padded, shape.context);
+  auto run = [&] { RunOps(meta, shape.batch, shape.batch); };
+  DecodeGraph& g = decode_graphs_[shape];
+  if (g.graph != nullptr && backend_.Replay(*g.graph)) {
+    ++graph_stats_.replays;
+  } else if (g.graph == nullptr && g.plain_runs > 0) {
+    g.graph = backend_.Capture(run);
+    PREFIXD_CHECK(g.graph != nullptr && backend_.Replay(*g.graph),
+                  "a decode graph recorded just now cannot be replayed");
+    ++graph_stats_.captures;
+    ++graph_stats_.replays;
+  } else {
+    // The shape's first step, or its graph read scratch memory that has moved since: run the
+    // ops plainly (scratch grows now if it must, never while recording) and record next time.
+    g.graph.reset();
+    run();
+    ++g.plain_runs;
+    ++graph_stats_.plain_runs;
+  }
+  return logits_.view().Rows(0, batch.num_seqs());
+}
+
+Tensor LlamaModel::Forward(const StepBatch& batch) {
+  const int num_tokens = batch.num_tokens(), num_seqs = batch.num_seqs();
+  const int num_rows = static_cast<int>(batch.logit_rows.size());
+  PREFIXD_CHECK(num_tokens > 0 && num_tokens <= limits_.max_tokens, "step of ", num_tokens,
+                " tokens (limit ", limits_.max_tokens, ")");
+  PREFIXD_CHECK(num_seqs > 0 && num_seqs <= limits_.max_seqs, "step of ", num_seqs,
+                " sequences (limit ", limits_.max_seqs, ")");
+  PREFIXD_CHECK(batch.max_blocks_per_seq <= limits_.max_blocks_per_seq, "block table width ",
+                batch.max_blocks_per_seq, " over ", limits_.max_blocks_per_seq);
+  if (limits_.decode_graphs) {
+    if (std::optional<DecodeGraphShape> shape =
+            DecodeGraphShapeFor(batch, limits_, kv_.block_size())) {
+      return ForwardDecodeGraph(batch, *shape);
+    }
+  }
+  const AttentionMetadata meta = Upload(batch, /*context_hint=*/0);
+  RunOps(meta, num_tokens, num_rows);
+  return logits_.view().Rows(0, num_rows);
 }
 
 }  // namespace prefixd

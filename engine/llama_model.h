@@ -9,6 +9,9 @@
 #define PREFIXD_ENGINE_LLAMA_MODEL_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/kv_cache.h"
@@ -51,6 +54,41 @@ struct ModelLimits {
   int max_tokens = 0;          // tokens per step
   int max_seqs = 0;            // sequences per step
   int max_blocks_per_seq = 0;  // ceil(max context / block_size)
+  // Decode steps as recorded graphs (below); only where the backend records them.
+  bool decode_graphs = false;
+};
+
+// Decode graphs. A decode step (one new token per sequence, every sequence wanting its
+// logits) is padded to a bucket of sequences and run with the bucket's context length as
+// its attention hint, so that the ops of every step in the bucket have the same shapes and
+// pointers: the first such step runs its ops plainly (growing any scratch), the second
+// records them as a graph (Backend::Capture), and later ones only upload their metadata in
+// place and replay it. Batch buckets: 1, 2, 4, 8, then multiples of 8 to 64, then of 32,
+// capped at the limits; context buckets: powers of two from 512, capped at the limit.
+struct DecodeGraphShape {
+  int batch = 0;    // sequences, padding included
+  int context = 0;  // the attention hint: no sequence is longer; a multiple of block_size
+
+  bool operator<(const DecodeGraphShape& o) const {
+    return batch != o.batch ? batch < o.batch : context < o.context;
+  }
+};
+
+// The graph shape of `batch`, or nullopt when it is no decode step or is over the limits.
+std::optional<DecodeGraphShape> DecodeGraphShapeFor(const StepBatch& batch,
+                                                    const ModelLimits& limits, int block_size);
+
+// `batch` padded to `shape`: its sequences, then one-token sequences at position 0 whose K/V
+// goes to `pad_block` (token 0, context 1, every block table entry pad_block); block tables
+// shape.context / block_size wide; a logit row per sequence, padding included.
+StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
+                         int32_t pad_block);
+
+// What the decode graphs have done since the model was made.
+struct DecodeGraphStats {
+  int64_t plain_runs = 0;  // steps in a graph's shape run without one (first of a shape)
+  int64_t captures = 0;    // graphs recorded (again, after their scratch moved)
+  int64_t replays = 0;     // steps run by replaying a graph
 };
 
 class LlamaModel {
@@ -62,8 +100,10 @@ class LlamaModel {
   LlamaModel& operator=(const LlamaModel&) = delete;
 
   // Runs the step and returns the logits of batch.logit_rows: [rows, V] f32 in backend
-  // memory, valid until the next Forward(). The batch must respect the limits.
+  // memory, valid until the next Forward(). The batch must respect the limits. A decode
+  // step runs as a graph where limits.decode_graphs says so.
   Tensor Forward(const StepBatch& batch);
+  const DecodeGraphStats& decode_graph_stats() const { return graph_stats_; }
 
   const ModelConfig& config() const { return config_; }
   const ModelLimits& limits() const { return limits_; }
@@ -71,6 +111,14 @@ class LlamaModel {
   Backend& backend() { return backend_; }
 
  private:
+  // Uploads the step's metadata into the fixed device buffers; the attention hints are the
+  // batch's own, or `context_hint` when given (a graph's shape).
+  AttentionMetadata Upload(const StepBatch& batch, int context_hint);
+  // Queues every op of a step of `num_tokens` tokens and `num_rows` logit rows (the rows in
+  // logit_rows_); the same tensors for the same sizes, so a graph can record them.
+  void RunOps(const AttentionMetadata& meta, int num_tokens, int num_rows);
+  Tensor ForwardDecodeGraph(const StepBatch& batch, const DecodeGraphShape& shape);
+
   const ModelConfig config_;
   LlamaWeights weights_;
   Backend& backend_;
@@ -83,6 +131,13 @@ class LlamaModel {
   DeviceTensor ids_, positions_, slots_, query_start_, context_lens_, block_tables_, logit_rows_,
       groups_;
   DeviceTensor residual_, hidden_, qkv_, attn_, proj_, gate_up_, act_, last_hidden_, logits_;
+
+  struct DecodeGraph {
+    int64_t plain_runs = 0;
+    std::unique_ptr<OpGraph> graph;
+  };
+  std::map<DecodeGraphShape, DecodeGraph> decode_graphs_;
+  DecodeGraphStats graph_stats_;
 };
 
 }  // namespace prefixd

@@ -16,6 +16,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -156,6 +157,12 @@ float SamplingUniform(uint64_t seed, uint64_t step);
 // seed + (i + 1) * 0x9E3779B97F4A7C15, top 24 bits u / 2^24, mapped to scale * (2u - 1).
 float RandomValue(uint64_t seed, uint64_t index, float scale);
 
+// Ops recorded once and replayed as one launch (a CUDA graph). Made by Backend::Capture.
+class OpGraph {
+ public:
+  virtual ~OpGraph() = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -258,6 +265,27 @@ class Backend {
   //   SamplingUniform(seed, step) * kept mass.
   virtual void Sample(const Tensor& logits, absl::Span<const SamplingRow> rows,
                       absl::Span<SampledToken> out) = 0;
+
+  // ---- Graphs ----
+  // Whether Capture records (CUDA); where not, callers need not prepare steps for graphs.
+  virtual bool CanCapture() const { return false; }
+  // Records the ops `record` queues, without running them, into a graph that Replay runs as
+  // one launch; nullptr where the backend cannot record (the CPU: then `record` is not
+  // called). A replay reads the same pointers and host-side arguments the ops were recorded
+  // with: the caller changes only the contents of device memory between replays (step
+  // metadata updated in place) and keeps every tensor it recorded alive. Ops whose scratch
+  // memory would have to grow must not be recorded: run the same ops once unrecorded first.
+  virtual std::unique_ptr<OpGraph> Capture(const std::function<void()>& record) {
+    (void)record;
+    return nullptr;
+  }
+  // Runs a graph of this backend's after the ops queued so far. False, running nothing,
+  // when memory the graph used has moved since it was recorded (an op's scratch grew): the
+  // caller runs the ops unrecorded and records them again.
+  virtual bool Replay(const OpGraph& graph) {
+    (void)graph;
+    return false;
+  }
 };
 
 // The CPU reference backend (always available).

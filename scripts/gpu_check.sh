@@ -15,6 +15,7 @@
 #   kernel_tests   cuda_kernels_test
 #   engine_bench   random:llama-3-8b decode at batch 1/16/64/256 (512-token context), prefill
 #                  of 2048 tokens, time to first token miss/hit, a returning 8k conversation
+#   engine_bench_nographs  decode at batch 1/16 with --cuda_graphs=false
 #   peer_compiled  ../shared/peers/hf_compiled.py (StaticCache + torch.compile, batch 1 and 16)
 #   peer_prefill   tools/hf_eager_prefill.py (transformers eager, 2048-token prefill)
 #   hf_reference   tools/hf_reference.py: random Llama/Qwen2 models and transformers' outputs
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -174,6 +175,14 @@ else
 fi
 step engine_bench 150 "$bin/engine_bench" --backend="$backend" --model="$model" \
   "${bench_args[@]}" --benchmark_out="$out/engine_bench.json" --benchmark_out_format=json
+if [[ $backend == cuda ]]; then  # the same decode without CUDA graphs: what they bring
+  step engine_bench_nographs 60 "$bin/engine_bench" --backend=cuda --model="$model" \
+    --decode_batches=1,16 --context=512 --new_tokens=128 --cuda_graphs=false \
+    --benchmark_filter=BM_Decode --benchmark_out="$out/engine_bench_nographs.json" \
+    --benchmark_out_format=json
+else
+  skip engine_bench_nographs "CUDA graphs are the GPU's"
+fi
 if [[ $backend == cuda ]] && have_torch; then
   step peer_compiled 150 env OUT="$out" python3 ../shared/peers/hf_compiled.py
   step peer_prefill 60 python3 tools/hf_eager_prefill.py --out="$out"

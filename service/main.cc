@@ -97,6 +97,9 @@ ABSL_FLAG(bool, prefix_cache, true,
 ABSL_FLAG(bool, cascade_attention, true,
           "decode requests that share cached prefix blocks in groups whose attention reads "
           "those blocks once per group (false: once per request; for comparisons)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "on the CUDA backend, run decode steps as CUDA graphs recorded per bucket of batch size "
+          "and context length (one launch a step instead of hundreds); false: launch every op");
 ABSL_FLAG(bool, allow_unauthenticated, false,
           "serve without --tokens_file on an address other machines can reach (--listen or "
           "--openai_listen not loopback); admin calls still only from this machine");
@@ -309,6 +312,7 @@ int Run() {
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   options.cascade_attention = absl::GetFlag(FLAGS_cascade_attention);
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.check_invariants = absl::GetFlag(FLAGS_check_invariants);
   options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   options.tenant_policies = tenants.Policies();  // weights and guaranteed KV shares

@@ -128,6 +128,12 @@ def summary(out):
                      s["returning_recompute_over_host"] >= 5,
                      f"{s['returning_recompute_over_host']:.1f}x"))
 
+    for name, b in benchmarks(load(out, "engine_bench_nographs.json")).items():
+        batch = int(name.split(":")[1].split("/")[0]) if name.startswith("BM_Decode/batch:") else 0
+        if batch in decode:
+            decode[batch]["without_graphs_tokens_per_s"] = b["tokens_per_second"]
+            decode[batch]["graphs_speedup"] = decode[batch]["tokens_per_s"] / b["tokens_per_second"]
+
     compiled = load(out, "hf_compiled.json") or {}
     for batch, aim in ((1, 1.25), (16, 1.5)):
         peer = compiled.get(f"bs{batch}_decode_tok_s")
@@ -177,6 +183,8 @@ def summary(out):
         line = f"decode batch {batch:>3}: {d['tokens_per_s']:9.1f} tok/s, {d['step_ms']:.2f} ms/step"
         if "pct_of_bound" in d:
             line += f", {d['pct_of_bound']:.0f} % of the bound ({d['bound_step_ms']:.2f} ms)"
+        if "graphs_speedup" in d:
+            line += f", {d['graphs_speedup']:.2f}x the speed without CUDA graphs"
         if "vs_compiled_transformers" in d:
             line += f", {d['vs_compiled_transformers']:.2f}x compiled transformers"
         print(line)

@@ -37,6 +37,7 @@ ABSL_FLAG(int, prefill_tokens, 2048, "prompt tokens of BM_Prefill");
 ABSL_FLAG(int64_t, kv_cache_tokens, 0, "KV cache capacity in tokens (0: sized automatically)");
 ABSL_FLAG(int, conversation_tokens, 2048,
           "history of BM_ReturningConversation's conversation (e.g. 8192 on a GPU)");
+ABSL_FLAG(bool, cuda_graphs, true, "decode steps as CUDA graphs (EngineOptions::cuda_graphs)");
 ABSL_FLAG(double, min_time_s, 0,
           "measured seconds each benchmark runs at least (0: each one's own default, 1 to 3 s; "
           "scripts/gpu_check.sh shortens them)");
@@ -76,6 +77,7 @@ std::unique_ptr<Engine> MakeEngine(int max_running, int max_batch_tokens = 4096,
   o.max_batch_tokens = max_batch_tokens;  // a whole 2112-token prompt in one step by default
   o.max_running_requests = max_running;
   o.host_kv_cache_bytes = 0;
+  o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
   if (host_tokens > 0) {
     o.host_kv_cache_bytes =

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
@@ -61,7 +62,59 @@ void* ScratchBuffer::Get(size_t bytes, cudaStream_t stream, const char* what) {
                   " scratch: ", cudaGetErrorString(status));
   }
   capacity_ = capacity;
+  ++moves_;
   return data_;
+}
+
+// ---- Graphs ----
+
+namespace {
+
+class CudaGraph final : public OpGraph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, uint64_t scratch_moves)
+      : exec_(exec), scratch_moves_(scratch_moves) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  cudaGraphExec_t exec() const { return exec_; }
+  uint64_t scratch_moves() const { return scratch_moves_; }
+
+ private:
+  cudaGraphExec_t exec_;
+  uint64_t scratch_moves_;
+};
+
+}  // namespace
+
+uint64_t CudaBackend::ScratchMoves() const {
+  uint64_t moves = attention_scratch_.moves() + sample_scratch_.moves() + sample_io_.moves() +
+                   sample_host_.moves();
+  for (const ScratchBuffer& b : staging_host_) moves += b.moves();
+  for (const ScratchBuffer& b : staging_device_) moves += b.moves();
+  return moves;
+}
+
+std::unique_ptr<OpGraph> CudaBackend::Capture(const std::function<void()>& record) {
+  MakeCurrent();
+  PREFIXD_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  record();
+  cudaGraph_t graph = nullptr;
+  PREFIXD_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  PREFIXD_CUDA_CHECK(status);
+  return std::make_unique<CudaGraph>(exec, ScratchMoves());
+}
+
+bool CudaBackend::Replay(const OpGraph& graph) {
+  const auto& g = static_cast<const CudaGraph&>(graph);
+  if (g.scratch_moves() != ScratchMoves()) return false;
+  MakeCurrent();
+  PREFIXD_CUDA_CHECK(cudaGraphLaunch(g.exec(), stream_));
+  return true;
 }
 
 // ---- Device, stream ----

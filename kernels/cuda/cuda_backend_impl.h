@@ -13,9 +13,10 @@
 //   - Synchronize waits for the stream; an asynchronous fault (such as a device-side check
 //     of an out-of-range block id) crashes there with CUDA's error name.
 // Ops never allocate, synchronise or copy to the host once their scratch has grown (see
-// below), so a decode step's ops can be captured in a CUDA graph (the engine's business);
-// the host-side hints of AttentionMetadata then fix the grid, so a graph must be captured
-// with hints at least as large as any step it is replayed for.
+// below), so a decode step's ops can be captured in a CUDA graph (Capture / Replay; the
+// engine's decode graphs, engine/llama_model.h); the host-side hints of AttentionMetadata
+// then fix the grid, so a graph must be captured with hints at least as large as any step
+// it is replayed for.
 //
 // Scratch memory, grown on demand and never shrunk; growing synchronises the stream and
 // crashes if the stream is being captured, so run the largest shapes once before capturing:
@@ -34,6 +35,8 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -55,11 +58,14 @@ class ScratchBuffer {
   // (earlier ops may still use the old memory) and crashes if `stream` is being captured;
   // `what` names the buffer in that message.
   void* Get(size_t bytes, cudaStream_t stream, const char* what);
+  // How many times the memory has moved (grown).
+  uint64_t moves() const { return moves_; }
 
  private:
   Kind kind_;
   void* data_ = nullptr;
   size_t capacity_ = 0;
+  uint64_t moves_ = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -109,11 +115,21 @@ class CudaBackend final : public Backend {
   void Sample(const Tensor& logits, absl::Span<const SamplingRow> rows,
               absl::Span<SampledToken> out) override;
 
+  // Stream capture into a CUDA graph (thread-local mode: other threads' CUDA calls are not
+  // disturbed). A graph remembers the scratch buffers' moves at capture; Replay refuses it
+  // once any of them has grown since.
+  bool CanCapture() const override { return true; }
+  std::unique_ptr<OpGraph> Capture(const std::function<void()>& record) override;
+  bool Replay(const OpGraph& graph) override;
+
   cudaStream_t stream() const { return stream_; }
 
  private:
   // Makes the backend's device current for the calling thread.
   void MakeCurrent() const;
+  // The scratch buffers' moves so far, summed: a graph recorded at another count may read
+  // freed memory.
+  uint64_t ScratchMoves() const;
 
   int device_;
   std::string name_;

@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/engine/recording_backend.h"
 
 namespace prefixd {
 namespace {
@@ -562,6 +563,59 @@ TEST(EngineTest, SharedPrefixGroupsNeverChangeTheOutput) {
       EXPECT_EQ(outs[1][i].usage.cached_tokens, 0);  // the request that shares nothing
     }
   }
+}
+
+// Decode graphs, recorded and replayed on the CPU (RecordingBackend plays a CUDA graph: it
+// replays the recorded ops with their recorded arguments on the memory's current contents).
+// Batches shrink as requests finish and contexts cross a bucket's edge, so several shapes
+// are recorded; every output equals the plain engine's. Then the scratch "moves": every
+// graph is refused and recorded again, and the outputs still agree.
+TEST(EngineTest, DecodeGraphsGiveThePlainOutput) {
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 10; ++i) {
+    GenerationRequest r = Greedy(Tokens(300 + i, 20 + 61 * i), 6 + 3 * i);  // up to 569 + 33
+    r.sampling.top_logprobs = 5;
+    if (i % 4 == 1) {
+      r.sampling.temperature = 0.7f;
+      r.sampling.seed = 40 + i;
+    }
+    reqs.push_back(std::move(r));
+  }
+  std::vector<Outcome> want;
+  {
+    std::unique_ptr<Engine> plain = MakeTestEngine(TestOptions());
+    want = RunAll(*plain, reqs);
+  }
+  auto owned = std::make_unique<::prefixd::testing::RecordingBackend>(MakeCpuBackend(1));
+  ::prefixd::testing::RecordingBackend* recorder = owned.get();
+  std::unique_ptr<Engine> engine =
+      ::prefixd::testing::MakeEngineOn(std::move(owned), TestModelDir(), TestOptions());
+  ASSERT_TRUE(engine);
+  for (int round = 0; round < 2; ++round) {
+    const int64_t captures_before = recorder->captures(), replays_before = recorder->replays();
+    const std::vector<Outcome> got = RunAll(*engine, reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      ExpectSameOutput(want[i], got[i], 1e-4f, absl::StrCat("round ", round, " request ", i));
+    }
+    const int64_t captures = recorder->captures() - captures_before,
+                  replays = recorder->replays() - replays_before;
+    EXPECT_GE(captures, 3) << "round " << round;  // batch and context buckets
+    EXPECT_GT(replays, 2 * captures) << "round " << round << ": graphs are replayed, not only "
+                                     << "recorded";
+    recorder->MoveScratch();  // every graph recorded so far is now refused
+  }
+  EXPECT_TRUE(engine->CheckInvariants().ok());
+
+  // Off: no graph at all.
+  EngineOptions off = TestOptions();
+  off.cuda_graphs = false;
+  auto owned_off = std::make_unique<::prefixd::testing::RecordingBackend>(MakeCpuBackend(1));
+  ::prefixd::testing::RecordingBackend* unused = owned_off.get();
+  std::unique_ptr<Engine> plain =
+      ::prefixd::testing::MakeEngineOn(std::move(owned_off), TestModelDir(), off);
+  ASSERT_TRUE(plain);
+  RunAll(*plain, {reqs[0], reqs[1]});
+  EXPECT_EQ(unused->captures(), 0);
 }
 
 }  // namespace

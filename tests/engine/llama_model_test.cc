@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <numeric>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "engine/llama_weights.h"
@@ -244,6 +246,146 @@ TEST(StepBatchTest, FindsGroupsOfDecodesThatShareLeadingBlocks) {
   // With a higher minimum, short shared prefixes make no group.
   deep.FindSharedPrefixGroups(kBs, 3);
   EXPECT_EQ(deep.groups, (std::vector<int32_t>{0, 2, 5}));
+}
+
+// A decode step: `n` sequences of one new token each, sequence s `context[s]` positions
+// long, its blocks 100 * s + 0, 1, ... (block size 16).
+StepBatch DecodeStep(const std::vector<int>& context) {
+  StepBatch batch;
+  batch.Clear();
+  for (size_t s = 0; s < context.size(); ++s) {
+    std::vector<int32_t> table((context[s] + 15) / 16);
+    std::iota(table.begin(), table.end(), static_cast<int32_t>(100 * s));
+    batch.AddSequence(std::vector<int32_t>{static_cast<int32_t>(s + 1)}, context[s] - 1, table, 16,
+                      /*want_logits=*/true);
+  }
+  return batch;
+}
+
+TEST(DecodeGraphTest, ShapesAreBucketsOfBatchAndContext) {
+  const ModelLimits limits{.max_tokens = 2048, .max_seqs = 256, .max_blocks_per_seq = 512};
+  auto shape = [&](int n, int context) {
+    const std::optional<DecodeGraphShape> s =
+        DecodeGraphShapeFor(DecodeStep(std::vector<int>(n, context)), limits, 16);
+    EXPECT_TRUE(s.has_value()) << n << " x " << context;
+    return s.has_value() ? std::pair(s->batch, s->context) : std::pair(0, 0);
+  };
+  EXPECT_EQ(shape(1, 10), std::pair(1, 512));
+  EXPECT_EQ(shape(3, 512), std::pair(4, 512));
+  EXPECT_EQ(shape(5, 513), std::pair(8, 1024));
+  EXPECT_EQ(shape(9, 2000), std::pair(16, 2048));
+  EXPECT_EQ(shape(17, 100), std::pair(24, 512));
+  EXPECT_EQ(shape(64, 4096), std::pair(64, 4096));
+  EXPECT_EQ(shape(65, 4097), std::pair(96, 8192));  // 512 blocks of 16: the limit
+  EXPECT_EQ(shape(256, 8192), std::pair(256, 8192));
+  // The longest sequence sets the context bucket.
+  EXPECT_EQ(DecodeGraphShapeFor(DecodeStep({10, 600, 30}), limits, 16)->context, 1024);
+
+  // Capped by the limits: sequences (and tokens) per step, the context.
+  const ModelLimits small{.max_tokens = 20, .max_seqs = 40, .max_blocks_per_seq = 44};
+  EXPECT_EQ(DecodeGraphShapeFor(DecodeStep(std::vector<int>(17, 700)), small, 16)->batch, 20);
+  EXPECT_EQ(DecodeGraphShapeFor(DecodeStep(std::vector<int>(17, 700)), small, 16)->context, 704);
+  EXPECT_FALSE(DecodeGraphShapeFor(DecodeStep(std::vector<int>(21, 10)), small, 16).has_value());
+}
+
+TEST(DecodeGraphTest, OnlyDecodeStepsThatWantEveryLogitHaveAShape) {
+  const ModelLimits limits{.max_tokens = 256, .max_seqs = 16, .max_blocks_per_seq = 64};
+  StepBatch prefill = DecodeStep({40, 50});
+  prefill.AddSequence(std::vector<int32_t>{1, 2, 3}, 0, std::vector<int32_t>{7}, 16, true);
+  EXPECT_FALSE(DecodeGraphShapeFor(prefill, limits, 16).has_value());
+
+  StepBatch quiet;  // a sequence whose logits nobody wants
+  quiet.Clear();
+  quiet.AddSequence(std::vector<int32_t>{1}, 3, std::vector<int32_t>{7}, 16, false);
+  EXPECT_FALSE(DecodeGraphShapeFor(quiet, limits, 16).has_value());
+
+  StepBatch grouped = DecodeStep({40, 50});
+  grouped.groups = {0, 2, 2};
+  EXPECT_FALSE(DecodeGraphShapeFor(grouped, limits, 16).has_value());
+
+  EXPECT_FALSE(DecodeGraphShapeFor(StepBatch(), limits, 16).has_value());
+}
+
+TEST(DecodeGraphTest, PaddingAddsOneTokenSequencesOnThePadBlock) {
+  const StepBatch batch = DecodeStep({20, 40, 3});
+  const StepBatch padded = PadDecodeBatch(batch, DecodeGraphShape{8, 512}, 16, /*pad_block=*/999);
+  EXPECT_EQ(padded.num_seqs(), 8);
+  EXPECT_EQ(padded.num_tokens(), 8);
+  EXPECT_EQ(padded.tokens, (std::vector<int32_t>{1, 2, 3, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(padded.positions, (std::vector<int32_t>{19, 39, 2, 0, 0, 0, 0, 0}));
+  const int pad_slot = 999 * 16;
+  EXPECT_EQ(padded.slots, (std::vector<int32_t>{1 * 16 + 3, 102 * 16 + 7, 200 * 16 + 2, pad_slot,
+                                                pad_slot, pad_slot, pad_slot, pad_slot}));
+  EXPECT_EQ(padded.query_start, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(padded.context_lens, (std::vector<int32_t>{20, 40, 3, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(padded.logit_rows, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  // Tables 512 / 16 = 32 blocks wide: each sequence's own blocks, the rest the pad block.
+  ASSERT_EQ(padded.max_blocks_per_seq, 32);
+  ASSERT_EQ(padded.block_tables.size(), 8u * 32);
+  auto row = [&](int s) {
+    return std::vector<int32_t>(padded.block_tables.begin() + s * 32,
+                                padded.block_tables.begin() + s * 32 + 4);
+  };
+  EXPECT_EQ(row(0), (std::vector<int32_t>{0, 1, 999, 999}));
+  EXPECT_EQ(row(1), (std::vector<int32_t>{100, 101, 102, 999}));
+  EXPECT_EQ(row(2), (std::vector<int32_t>{200, 999, 999, 999}));
+  EXPECT_EQ(row(7), (std::vector<int32_t>{999, 999, 999, 999}));
+  EXPECT_EQ(padded.block_tables.back(), 999);
+}
+
+// The padded step, run on the CPU as a graph would run it on the GPU (the same batch, the
+// bucket's hints), gives every real sequence the logits of the step unpadded, and leaves
+// their KV as the unpadded step writes it.
+TEST(DecodeGraphTest, APaddedDecodeStepComputesTheSameLogits) {
+  ModelConfig config = *RandomPresetConfig("tiny");
+  config.num_layers = 2;
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  constexpr int kBlockSize = 16, kBlocks = 64;
+  KvCache kv(*backend, config, kBlocks, kBlockSize);
+  LlamaModel model(config, RandomLlamaWeights(config, 7, *backend), *backend, kv,
+                   ModelLimits{.max_tokens = 256, .max_seqs = 8, .max_blocks_per_seq = 32});
+  // Three sequences prefilled (23, 9 and 40 tokens), then one decode step.
+  const std::vector<int> lengths = {23, 9, 40};
+  std::vector<std::vector<int32_t>> tables(3);
+  StepBatch prefill;
+  prefill.Clear();
+  int next_block = 0;
+  for (int s = 0; s < 3; ++s) {
+    std::vector<int32_t> tokens(lengths[s]);
+    for (int i = 0; i < lengths[s]; ++i) tokens[i] = (s * 131 + i * 17) % config.vocab_size;
+    for (int b = 0; b < (lengths[s] + kBlockSize) / kBlockSize; ++b) {
+      tables[s].push_back(next_block++);
+    }
+    prefill.AddSequence(tokens, 0, tables[s], kBlockSize, false);
+  }
+  model.Forward(prefill);
+  StepBatch decode;
+  decode.Clear();
+  for (int s = 0; s < 3; ++s) {
+    decode.AddSequence(std::vector<int32_t>{static_cast<int32_t>(5 + s)}, lengths[s], tables[s],
+                       kBlockSize, true);
+  }
+  const Tensor plain = model.Forward(decode);
+  std::vector<float> want(plain.numel());
+  backend->CopyToHost(plain, want.data());
+
+  const std::optional<DecodeGraphShape> shape =
+      DecodeGraphShapeFor(decode, model.limits(), kBlockSize);
+  ASSERT_TRUE(shape.has_value());
+  EXPECT_EQ(shape->batch, 4);
+  EXPECT_EQ(shape->context, 512);
+  const StepBatch padded = PadDecodeBatch(decode, *shape, kBlockSize, kv.pad_block());
+  const Tensor logits = model.Forward(padded);  // writes the same K/V again, and the pad's
+  ASSERT_EQ(logits.dim(0), 4);
+  std::vector<float> got(logits.numel());
+  backend->CopyToHost(logits, got.data());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 1e-5 + 1e-5 * std::fabs(want[i])) << "logit " << i;
+  }
+  for (size_t i = want.size(); i < got.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << "padding's logit " << i;
+  }
+  EXPECT_EQ(model.decode_graph_stats().replays, 0);  // ModelLimits::decode_graphs is off
 }
 
 }  // namespace
