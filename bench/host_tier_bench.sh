@@ -28,7 +28,7 @@ for arg in "$@"; do
   esac
 done
 work=$(mktemp -d /tmp/prefixd-host-tier-bench.XXXXXX)
-port=${HOST_TIER_BENCH_PORT:-50071}
+port=${HOST_TIER_BENCH_PORT:-18071}  # under the ephemeral range (deploy/haproxy.cfg)
 http_port=$((port + 1))
 
 # 16 conversations of 6 turns (S=64 Q=32 O=32): each grows to about 500 tokens, some 8k in

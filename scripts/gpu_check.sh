@@ -16,6 +16,9 @@
 #   engine_bench   random:llama-3-8b decode at batch 1/16/64/256 (512-token context), prefill
 #                  of 2048 tokens, time to first token miss/hit, a returning 8k conversation
 #   engine_bench_nographs  decode at batch 1/16 with --cuda_graphs=false
+#   chatbot        bench/shared_prefix_bench.sh: the shared-system-prompt workload through gRPC,
+#                  cache on/off, 0 % hits, blocks in use, peak memory (issue 16)
+#   prefill_128    the prefill of a 128-token suffix alone (a hit's TTFT is set against it)
 #   peer_compiled  ../shared/peers/hf_compiled.py (StaticCache + torch.compile, batch 1 and 16)
 #   peer_prefill   tools/hf_eager_prefill.py (transformers eager, 2048-token prefill)
 #   hf_reference   tools/hf_reference.py: random Llama/Qwen2 models and transformers' outputs
@@ -30,7 +33,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -51,7 +54,8 @@ done
 [[ "$budget" =~ ^[0-9]+$ ]] || usage
 
 programs=(tests/kernels/cuda_kernels_test tests/engine/cuda_engine_test
-  bench/engine/engine_bench bench/kernels/cuda_kernels_bench)
+  bench/engine/engine_bench bench/kernels/cuda_kernels_bench service/prefixd
+  clients/prefix-bench clients/prefixctl)
 
 # ---- --bundle: here, before the device call ----
 if ((bundle)); then
@@ -59,7 +63,7 @@ if ((bundle)); then
   [[ -f "$build/CMakeCache.txt" ]] || cmake -S . -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90a || exit 1
   cmake --build "$build" --target cuda_kernels_test cuda_engine_test engine_bench \
-    cuda_kernels_bench test_model || {
+    cuda_kernels_bench prefixd prefix-bench prefixctl test_model || {
     echo "gpu_check: could not build the CUDA programs in $build (nvcc found when it was" \
       "configured? /usr/local/cuda/bin/nvcc)" >&2
     exit 1
@@ -86,12 +90,14 @@ fi
 
 # ---- the run ----
 mkdir -p "$out"
-if [[ -f .gpu/bundle.tar.xz && ! -d .gpu/bin ]]; then
+# The GPU machine runs the bundle (unpacked once); a dry run, or a machine without a bundle,
+# the build tree.
+if [[ $backend == cuda && -f .gpu/bundle.tar.xz && ! -d .gpu/bin ]]; then
   xz -dc .gpu/bundle.tar.xz | tar -C .gpu -xf - || { echo "gpu_check: bad bundle" >&2; exit 1; }
 fi
 bin=$root/.gpu/bin
 test_model=$root/.gpu/test-model
-if [[ ! -d "$bin" ]]; then  # a dry run from the build tree
+if [[ $backend == cpu || ! -d "$bin" ]]; then
   build=${BUILD_DIR:-$root/build}
   mkdir -p "$out/.bin"
   for p in "${programs[@]}"; do [[ -x "$build/$p" ]] && ln -sf "$build/$p" "$out/.bin/"; done
@@ -99,6 +105,7 @@ if [[ ! -d "$bin" ]]; then  # a dry run from the build tree
   test_model=$build/test-model
 fi
 export LD_LIBRARY_PATH=$root/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PREFIXD=$bin/prefixd PREFIX_BENCH=$bin/prefix-bench PREFIXCTL=$bin/prefixctl
 export PREFIXD_TEST_MODEL_DIR=$test_model
 export PATH=$PATH:/usr/local/cuda/bin
 start=$(date +%s)
@@ -182,6 +189,19 @@ if [[ $backend == cuda ]]; then  # the same decode without CUDA graphs: what the
     --benchmark_out_format=json
 else
   skip engine_bench_nographs "CUDA graphs are the GPU's"
+fi
+# Issue 16: the chatbot workload through gRPC, cache on/off, 0 % hits, memory; and the
+# prefill of a 128-token suffix alone, which a hit's time to first token is set against.
+if [[ $backend == cuda ]]; then
+  step chatbot 240 bench/shared_prefix_bench.sh --backend=cuda --model="$model" \
+    --json="$out/chatbot.json"
+  step prefill_128 40 "$bin/engine_bench" --backend=cuda --model="$model" --prefill_tokens=128 \
+    --benchmark_filter=BM_Prefill --min_time_s=0.5 --benchmark_out="$out/prefill_128.json" \
+    --benchmark_out_format=json
+else
+  step chatbot 120 bench/shared_prefix_bench.sh --backend=cpu --model="$model" --quick \
+    --json="$out/chatbot.json"
+  skip prefill_128 "a GPU figure"
 fi
 if [[ $backend == cuda ]] && have_torch; then
   step peer_compiled 150 env OUT="$out" python3 ../shared/peers/hf_compiled.py

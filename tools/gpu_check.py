@@ -152,6 +152,23 @@ def summary(out):
                      s["prefill_ms"] <= eager["prefill_ms_median"],
                      f"{s['prefill_ms']:.1f} vs {eager['prefill_ms_median']:.1f} ms"))
 
+    chat = load(out, "chatbot.json")
+    if chat:
+        s["chatbot"] = chat
+        aims.append(("chatbot workload: cache on >= 3x the output throughput of cache off",
+                     chat["throughput_ratio_cache_vs_off"] >= 3,
+                     f"{chat['throughput_ratio_cache_vs_off']:.2f}x"))
+        aims.append(("chatbot workload: hit rate >= 98 % of the ideal",
+                     chat["hit_rate_of_ideal"] >= 0.98, f"{chat['hit_rate_of_ideal']:.1%}"))
+        aims.append(("0 % hits: the cache costs <= 1 % throughput",
+                     chat["distinct_throughput_ratio"] >= 0.99,
+                     f"{chat['distinct_throughput_ratio']:.3f}x cache off's"))
+        p128 = next(iter(benchmarks(load(out, "prefill_128.json")).values()), None)
+        if p128:
+            ttft = chat["runs"]["cache"]["ttft_p50_ms"]
+            aims.append(("chatbot workload: TTFT p50 <= 1.3x a 128-token prefill alone",
+                         ttft <= 1.3 * ms(p128), f"{ttft:.1f} vs {ms(p128):.1f} ms"))
+
     s["tests"] = {name: gtest(load(out, f"{name}.json")) for name in ("kernel_tests",
                                                                         "engine_tests")}
     props = (s["tests"].get("engine_tests") or {}).get("properties", {})
@@ -199,6 +216,15 @@ def summary(out):
         print("returning conversation: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r.items()) + (
             f"; promotion {s['promotion_GB_per_s']:.1f} GB/s" if "promotion_GB_per_s" in s
             else ""))
+    if chat:
+        for name, r in chat["runs"].items():
+            print(f"chatbot {name:18} hit {r['hit_rate']:6.1%} (ideal {r['ideal_hit_rate']:.1%}), "
+                  f"{r['output_tokens_per_s']:8.1f} tok/s, TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
+                  f"blocks in use <= {r['max_blocks_in_use']}, cached <= {r['max_blocks_cached']}"
+                  + (f", peak {r['peak_device_memory_mib']} MiB"
+                     if "peak_device_memory_mib" in r else "")
+                  + (f", KV {r['kv_capacity_tokens']} tokens" if "kv_capacity_tokens" in r
+                     else ""))
     for name, t in s["tests"].items():
         if t:
             c = t["counts"]
