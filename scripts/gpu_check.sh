@@ -7,6 +7,8 @@
 #                                          on the GPU machine, carrying .gpu: run every step
 #   scripts/gpu_check.sh --dry-run         here: the same steps on the CPU backend, with the
 #                                          test model, to debug the script (= --backend=cpu)
+#   --steps=a,b,...                        only these steps (machine always runs); e.g. two
+#                                          device calls on one warm machine, each under 600 s
 #
 # Steps, most important first, each under its own time limit; a step that no longer fits the
 # budget (default 540 s) is skipped and says so:
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -41,6 +43,7 @@ backend=cuda
 out=${OUT:-/tmp/gpu_check}
 budget=540
 bundle=0
+steps=""
 for arg in "$@"; do
   case "$arg" in
     --bundle) bundle=1 ;;
@@ -48,6 +51,7 @@ for arg in "$@"; do
     --backend=cuda) backend=cuda ;;
     --out=*) out=${arg#--out=} ;;
     --budget=*) budget=${arg#--budget=} ;;
+    --steps=*) steps=",${arg#--steps=}," ;;
     *) usage ;;
   esac
 done
@@ -126,10 +130,13 @@ record() {
   printf "gpu_check: %-14s %-8s %6ss  %s\n" "$1" "$2" "$3" "$4"
 }
 
+selected() { [[ -z "$steps" || "$steps" == *",$1,"* || $1 == machine ]]; }
+
 # step NAME LIMIT_S COMMAND...: runs COMMAND under `timeout`, its output in NAME.log.
 step() {
   local name=$1 limit=$2
   shift 2
+  selected "$name" || return 0
   local left=$((budget - ($(date +%s) - start)))
   if ((left < limit / 2)); then
     record "$name" skipped 0 "over the budget (${left} s left of ${budget})"
@@ -153,7 +160,7 @@ step() {
   fi
 }
 
-skip() { record "$1" skipped 0 "$2"; }
+skip() { selected "$1" && record "$1" skipped 0 "$2"; return 0; }
 built() { [[ -x "$bin/$1" ]]; }
 not_built="not built here (no nvcc when the build was configured)"
 
