@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
