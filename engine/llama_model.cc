@@ -207,6 +207,10 @@ AttentionMetadata LlamaModel::Upload(const StepBatch& batch, int context_hint) {
   if (batch.num_groups() > 0) {
     meta.num_groups = batch.num_groups();
     meta.groups = upload(batch.groups, groups_).Reshaped({meta.num_groups, 3});
+    for (int g = 0; g < meta.num_groups; ++g) {
+      meta.max_group_seqs =
+          std::max(meta.max_group_seqs, batch.groups[3 * g + 1] - batch.groups[3 * g]);
+    }
   }
   for (int s = 0; s < num_seqs; ++s) {
     meta.max_query_len =

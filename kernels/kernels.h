@@ -126,6 +126,8 @@ struct AttentionMetadata {
   // (the CPU's is bit-identical). Sequences in no group are computed plainly.
   int num_groups = 0;
   Tensor groups;  // [num_groups, 3] i32 in the backend's memory
+  // Host-side hint: no group has more sequences (0: unknown; num_seqs bounds them).
+  int max_group_seqs = 0;
 };
 
 // How to draw one token from one row of logits. Sampling is a pure function of

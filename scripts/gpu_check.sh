@@ -18,6 +18,8 @@
 #   engine_bench   random:llama-3-8b decode at batch 1/16/64/256 (512-token context), prefill
 #                  of 2048 tokens, time to first token miss/hit, a returning 8k conversation
 #   engine_bench_nographs  decode at batch 1/16 with --cuda_graphs=false
+#   cascade_bench  decode attention, 256 (and 64) sequences over a 2048-token shared prefix,
+#                  with and without the cascade kernel (issue 16)
 #   chatbot        bench/shared_prefix_bench.sh: the shared-system-prompt workload through gRPC,
 #                  cache on/off, 0 % hits, blocks in use, peak memory (issue 16)
 #   prefill_128    the prefill of a 128-token suffix alone (a hit's TTFT is set against it)
@@ -35,7 +37,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -197,7 +199,14 @@ if [[ $backend == cuda ]]; then  # the same decode without CUDA graphs: what the
 else
   skip engine_bench_nographs "CUDA graphs are the GPU's"
 fi
-# Issue 16: the chatbot workload through gRPC, cache on/off, 0 % hits, memory; and the
+# Issue 16: decode attention over a shared prefix with and without the cascade kernel;
+if [[ $backend == cuda ]]; then
+  step cascade_bench 40 "$bin/cuda_kernels_bench" --benchmark_filter=BM_CascadeDecodeAttention \
+    --benchmark_min_time=0.1 --benchmark_out="$out/cascade_bench.json" --benchmark_out_format=json
+else
+  skip cascade_bench "the CUDA cascade kernel (the CPU's groups: cpu_attention_test)"
+fi
+# the chatbot workload through gRPC, cache on/off, 0 % hits, memory; and the
 # prefill of a 128-token suffix alone, which a hit's time to first token is set against.
 if [[ $backend == cuda ]]; then
   step chatbot 240 bench/shared_prefix_bench.sh --backend=cuda --model="$model" \
@@ -245,7 +254,8 @@ else
   skip memcheck "needs a GPU and compute-sanitizer"
 fi
 if [[ $backend == cuda ]]; then
-  step kernels_bench 60 "$bin/cuda_kernels_bench" --benchmark_filter=-BM_DeviceCopy \
+  step kernels_bench 60 "$bin/cuda_kernels_bench" \
+    --benchmark_filter=-BM_DeviceCopy\|BM_CascadeDecodeAttention \
     --benchmark_min_time=0.05 --benchmark_out="$out/kernels_bench.json" \
     --benchmark_out_format=json
 else

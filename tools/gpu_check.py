@@ -152,6 +152,21 @@ def summary(out):
                      s["prefill_ms"] <= eager["prefill_ms_median"],
                      f"{s['prefill_ms']:.1f} vs {eager['prefill_ms_median']:.1f} ms"))
 
+    cascade = {}
+    for name, b in benchmarks(load(out, "cascade_bench.json")).items():
+        args = name.split("/")  # BM_CascadeDecodeAttention/seqs/prefix/own/cascade/...
+        if len(args) >= 5:
+            cascade.setdefault(int(args[1]), {})[b.get("label", args[4])] = ms(b)
+    for seqs, t in sorted(cascade.items()):
+        if {"plain", "cascade"} <= t.keys():
+            t["speedup"] = t["plain"] / t["cascade"]
+    s["cascade_attention_ms"] = cascade
+    if 256 in cascade and "speedup" in cascade[256]:
+        aims.append(("decode attention, 256 x (2048 shared + 128): cascade >= 3x faster",
+                     cascade[256]["speedup"] >= 3,
+                     f"{cascade[256]['speedup']:.2f}x ({cascade[256]['plain'] * 1e3:.0f} vs "
+                     f"{cascade[256]['cascade'] * 1e3:.0f} us)"))
+
     chat = load(out, "chatbot.json")
     if chat:
         s["chatbot"] = chat

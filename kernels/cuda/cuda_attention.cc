@@ -1,9 +1,10 @@
 // kernels/cuda/cuda_attention.cc — CudaBackend::PagedAttention: shape checks and the choice
 // of kernels (decode_attention.cu, prefill_attention.cu).
 //
-// Shared-prefix groups (meta.groups) are not used yet: every sequence reads its whole
-// context, which is the plain computation kernels.h allows. A cascade kernel that reads a
-// group's shared blocks once is the next step (it needs a GPU to be tested and timed).
+// Shared-prefix groups (meta.groups): the decode kernels run the cascade
+// (cascade_attention.cu) when the step has groups. The engine hands the CUDA backend groups
+// only when PREFIXD_CUDA_CASCADE=1 (UsesSharedPrefixGroups) until a GPU session has tested
+// and timed the kernel.
 #include <cstdint>
 
 #include "base/check.h"
@@ -73,6 +74,12 @@ void CudaBackend::PagedAttention(const Tensor& qkv, const AttentionMetadata& met
   p.num_kv_heads = hkv;
   p.head_dim = d;
   p.scale = scale;
+  if (meta.num_groups > 0) {
+    CheckShape("PagedAttention", "groups", meta.groups, DType::kI32, {meta.num_groups, 3});
+    p.groups = meta.groups.as<int32_t>();
+    p.num_groups = meta.num_groups;
+    p.max_group_seqs = meta.max_group_seqs;
+  }
   MakeCurrent();
 
   // Sequences with query_len > 1: the tensor-core kernel. Those with query_len == 1 (all of

@@ -4,9 +4,11 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
@@ -171,6 +173,8 @@ std::unique_ptr<Backend> MakeCudaBackend(int device) {
 }
 
 CudaBackend::CudaBackend(int device) : device_(device) {
+  const char* cascade = std::getenv("PREFIXD_CUDA_CASCADE");
+  cascade_ = cascade != nullptr && std::string_view(cascade) == "1";
   const absl::Status usable = CudaDeviceUsable(device);
   PREFIXD_CHECK(usable.ok(), "MakeCudaBackend: ", usable.message());
   MakeCurrent();

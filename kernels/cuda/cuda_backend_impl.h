@@ -77,6 +77,10 @@ class CudaBackend final : public Backend {
   DType compute_dtype() const override { return DType::kBF16; }
   std::string Describe() const override;
   std::optional<int64_t> FreeMemoryBytes() const override;
+  // The cascade kernel (cascade_attention.cu) reads a group's shared blocks once; the engine
+  // finds groups for it only with PREFIXD_CUDA_CASCADE=1 in the environment until a GPU
+  // session has tested and timed it (PagedAttention takes groups either way).
+  bool UsesSharedPrefixGroups() const override { return cascade_; }
 
   DeviceTensor Allocate(DType dtype, std::initializer_list<int64_t> dims) override;
   void Free(void* data) override;
@@ -132,6 +136,7 @@ class CudaBackend final : public Backend {
   uint64_t ScratchMoves() const;
 
   int device_;
+  bool cascade_ = false;
   std::string name_;
   int compute_capability_ = 0;  // e.g. 90
   int num_sms_ = 0;

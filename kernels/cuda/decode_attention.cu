@@ -25,6 +25,11 @@
 // 2. DecodeReduceKernel, grid (Hq, num_seqs), 128 threads: combines a row's partials with
 //    log-sum-exp weights, M = max_p m_p:  out = Σ_p e^(m_p - M) acc_p / Σ_p e^(m_p - M) l_p.
 //
+// Cascade (shared-prefix groups, plan.cascade): cascade_attention.cu first attends each
+// group's shared blocks for all its members at once; the partition kernel then covers only a
+// member's private keys (from key_begin), and the reduction, which always runs, folds the
+// shared partial in as one more partition.
+//
 // Sequences whose query_len is not 1 are skipped (their rows are the prefill kernel's).
 // Everything per step comes from device memory; only the grid comes from the host hints
 // (max_context_len), so the launches can be captured in a CUDA graph that is replayed for
@@ -79,10 +84,12 @@ __device__ __forceinline__ void CheckSequence(const PagedAttentionParams& p, int
 // Shared memory (dynamic): float weights[kHeads][partition_size] — reused for the cross-warp
 // sum of accumulators, float [kWarps][kHeads][kHeadDim], once the weights are consumed —
 // then int block_ids[partition_size / block_size + 2].
+// key_begin: with cascade, each sequence's first private key (its group's shared keys are
+// cascade_attention.cu's); nullptr: every key from 0.
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kThreads)
     DecodePartitionKernel(PagedAttentionParams p, int partition_size, int head_chunks,
-                          Partials partials) {
+                          Partials partials, const int32_t* key_begin) {
   constexpr int kLanesPerRow = kHeadDim / kVec;           // lanes that hold one key row
   constexpr int kRowsPerWarp = kWarpSize / kLanesPerRow;  // key rows a warp loads at once
   constexpr int kRowsPerStep = kWarps * kRowsPerWarp;     // ... the CTA
@@ -100,9 +107,10 @@ __global__ void __launch_bounds__(kThreads)
   const int context_len = p.context_lens[seq];
   CheckSequence(p, seq, query_len, context_len);
   if (query_len != 1) return;
-  const int begin = partition * partition_size;
-  if (begin >= context_len) return;
-  const int end = min(context_len, begin + partition_size);
+  const int first_key = key_begin != nullptr ? key_begin[seq] : 0;
+  const int end = min(context_len, (partition + 1) * partition_size);
+  if (partition * partition_size >= context_len || end <= first_key) return;
+  const int begin = max(partition * partition_size, first_key);
   const int n = end - begin;  // keys of this partition, >= 1
 
   extern __shared__ __align__(16) unsigned char smem[];
@@ -259,7 +267,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  const bool direct = gridDim.x == 1;  // one partition: this CTA has the whole answer
+  // One partition and no cascade: this CTA has the whole answer.
+  const bool direct = gridDim.x == 1 && key_begin == nullptr;
   for (int i = threadIdx.x; i < num_heads * kHeadDim; i += kThreads) {
     const int h = i / kHeadDim, c = i % kHeadDim;
     float sum = 0.0f;
@@ -281,26 +290,36 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[row of seq, q_head, :] from the partials of the sequence's partitions.
+// out[row of seq, q_head, :] from the partials of the sequence's partitions, and with
+// cascade (key_begin set) of its group's shared pass for a member of a group.
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     DecodeReduceKernel(PagedAttentionParams p, int partition_size, int num_partitions,
-                       Partials partials) {
+                       Partials partials, const int32_t* key_begin, SharedPartials shared) {
   const int seq = blockIdx.y, q_head = blockIdx.x;
   const int query_start = p.query_start[seq];
   if (p.query_start[seq + 1] - query_start != 1) return;
+  const int first_key = key_begin != nullptr ? key_begin[seq] : 0;
+  const int first_part = first_key / partition_size;  // the partitions that wrote partials
   const int parts = (p.context_lens[seq] + partition_size - 1) / partition_size;
   const int64_t first = (int64_t{seq} * p.num_q_heads + q_head) * num_partitions;
+  const int64_t shared_row = int64_t{seq} * p.num_q_heads + q_head;
+  const bool has_shared = first_key > 0;
 
-  float global_max = -INFINITY;
-  for (int i = 0; i < parts; ++i) global_max = fmaxf(global_max, partials.max[first + i]);
-  float total = 0.0f;
-  for (int i = 0; i < parts; ++i) {
+  float global_max = has_shared ? shared.max[shared_row] : -INFINITY;
+  for (int i = first_part; i < parts; ++i) {
+    global_max = fmaxf(global_max, partials.max[first + i]);
+  }
+  float total =
+      has_shared ? shared.sum[shared_row] * expf(shared.max[shared_row] - global_max) : 0.0f;
+  for (int i = first_part; i < parts; ++i) {
     total += partials.sum[first + i] * expf(partials.max[first + i] - global_max);
   }
   for (int c = threadIdx.x; c < kHeadDim; c += kThreads) {
-    float acc = 0.0f;
-    for (int i = 0; i < parts; ++i) {
+    float acc = has_shared ? shared.acc[shared_row * kHeadDim + c] *
+                                 expf(shared.max[shared_row] - global_max)
+                           : 0.0f;
+    for (int i = first_part; i < parts; ++i) {
       acc += partials.acc[(first + i) * kHeadDim + c] * expf(partials.max[first + i] - global_max);
     }
     p.out[int64_t{query_start} * p.num_q_heads * kHeadDim + q_head * kHeadDim + c] =
@@ -315,7 +334,8 @@ size_t PartitionSmemBytes(int head_dim, int heads, int partition_size, int block
 
 template <int kHeadDim, int kHeads>
 cudaError_t LaunchPartition(const PagedAttentionParams& p, const DecodeAttentionPlan& plan,
-                            const Partials& partials, cudaStream_t stream) {
+                            const Partials& partials, const int32_t* key_begin,
+                            cudaStream_t stream) {
   const size_t smem = PartitionSmemBytes(kHeadDim, kHeads, plan.partition_size, p.block_size);
   auto* kernel = DecodePartitionKernel<kHeadDim, kHeads>;
   if (smem > 48 * 1024) {
@@ -324,7 +344,8 @@ cudaError_t LaunchPartition(const PagedAttentionParams& p, const DecodeAttention
     if (status != cudaSuccess) return status;
   }
   const dim3 grid(plan.num_partitions, p.num_kv_heads * plan.head_chunks, p.num_seqs);
-  kernel<<<grid, kThreads, smem, stream>>>(p, plan.partition_size, plan.head_chunks, partials);
+  kernel<<<grid, kThreads, smem, stream>>>(p, plan.partition_size, plan.head_chunks, partials,
+                                           key_begin);
   return cudaGetLastError();
 }
 
@@ -332,25 +353,38 @@ template <int kHeadDim>
 cudaError_t LaunchForHeadDim(const PagedAttentionParams& p, const DecodeAttentionPlan& plan,
                              void* scratch, cudaStream_t stream) {
   const Partials partials = PartialsIn(scratch, p, plan.num_partitions);
+  // Cascade: each sequence's first private key, then the groups' shared pass.
+  int32_t* key_begin = nullptr;
+  SharedPartials shared{nullptr, nullptr, nullptr};
   cudaError_t status = cudaSuccess;
+  if (plan.cascade) {
+    char* base = static_cast<char*>(scratch);
+    key_begin = reinterpret_cast<int32_t*>(base + plan.key_begin_offset);
+    const size_t rows = static_cast<size_t>(p.num_seqs) * p.num_q_heads;
+    float* f = reinterpret_cast<float*>(base + plan.shared_offset);
+    shared = SharedPartials{f, f + rows, f + 2 * rows};
+    status = LaunchGroupKeyBegins(p, key_begin, stream);
+    if (status == cudaSuccess) status = LaunchSharedPrefixAttention(p, shared, stream);
+    if (status != cudaSuccess) return status;
+  }
   switch (plan.heads_per_cta) {
     case 1:
-      status = LaunchPartition<kHeadDim, 1>(p, plan, partials, stream);
+      status = LaunchPartition<kHeadDim, 1>(p, plan, partials, key_begin, stream);
       break;
     case 2:
-      status = LaunchPartition<kHeadDim, 2>(p, plan, partials, stream);
+      status = LaunchPartition<kHeadDim, 2>(p, plan, partials, key_begin, stream);
       break;
     case 4:
-      status = LaunchPartition<kHeadDim, 4>(p, plan, partials, stream);
+      status = LaunchPartition<kHeadDim, 4>(p, plan, partials, key_begin, stream);
       break;
     default:
-      status = LaunchPartition<kHeadDim, 8>(p, plan, partials, stream);
+      status = LaunchPartition<kHeadDim, 8>(p, plan, partials, key_begin, stream);
       break;
   }
-  if (status != cudaSuccess || plan.num_partitions == 1) return status;
+  if (status != cudaSuccess || (plan.num_partitions == 1 && !plan.cascade)) return status;
   const dim3 grid(p.num_q_heads, p.num_seqs);
-  DecodeReduceKernel<kHeadDim>
-      <<<grid, kThreads, 0, stream>>>(p, plan.partition_size, plan.num_partitions, partials);
+  DecodeReduceKernel<kHeadDim><<<grid, kThreads, 0, stream>>>(
+      p, plan.partition_size, plan.num_partitions, partials, key_begin, shared);
   return cudaGetLastError();
 }
 
@@ -372,10 +406,17 @@ DecodeAttentionPlan PlanDecodeAttention(const PagedAttentionParams& p, int num_s
     plan.partition_size /= 2;
   }
   plan.num_partitions = (context + plan.partition_size - 1) / plan.partition_size;
-  plan.scratch_bytes = plan.num_partitions == 1
-                           ? 0
-                           : sizeof(float) * static_cast<size_t>(p.num_seqs) * p.num_q_heads *
-                                 plan.num_partitions * (p.head_dim + 2);
+  plan.cascade = p.num_groups > 0;
+  const size_t rows = static_cast<size_t>(p.num_seqs) * p.num_q_heads;
+  const size_t partials = plan.num_partitions == 1 && !plan.cascade
+                              ? 0
+                              : sizeof(float) * rows * plan.num_partitions * (p.head_dim + 2);
+  plan.scratch_bytes = partials;
+  if (plan.cascade) {
+    plan.shared_offset = partials;
+    plan.key_begin_offset = partials + sizeof(float) * rows * (p.head_dim + 2);
+    plan.scratch_bytes = plan.key_begin_offset + sizeof(int32_t) * p.num_seqs;
+  }
   return plan;
 }
 

@@ -221,6 +221,21 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 // threads read the data.
 __device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::); }
 
+// Copies kRows rows of kHeadDim bf16 into shared memory [kRows][kStrideE] with 16-byte
+// cp.async by the CTA's kThreads threads; row r comes from src(r), or is zero-filled when
+// !valid(r) (any_valid_address: a readable address cp.async is given, reading nothing).
+template <int kRows, int kHeadDim, int kStrideE, int kThreads, typename RowSource,
+          typename RowValid>
+__device__ __forceinline__ void LoadRowsAsync(bf16* tile, RowSource src, RowValid valid,
+                                              const bf16* any_valid_address) {
+  constexpr int kChunksPerRow = kHeadDim / 8;
+  for (int i = threadIdx.x; i < kRows * kChunksPerRow; i += kThreads) {
+    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+    const bool ok = valid(r);
+    CpAsync16(tile + r * kStrideE + c, ok ? src(r) + c : any_valid_address, ok);
+  }
+}
+
 // Four 8x8 b16 matrices from shared memory. Lanes 8i..8i+7 give the row addresses of matrix
 // i; lane l receives, of each matrix, row l/4, columns 2(l%4) and 2(l%4)+1 (with .trans: rows
 // 2(l%4) and 2(l%4)+1 of column l/4) — the mma.m16n8k16 fragment layouts.

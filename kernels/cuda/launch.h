@@ -112,6 +112,12 @@ struct PagedAttentionParams {
   int num_kv_heads = 0;
   int head_dim = 0;
   float scale = 0.0f;
+  // Shared-prefix groups (kernels.h, AttentionMetadata::groups): [num_groups, 3] rows of
+  // (first, end, shared_blocks), decode sequences only; num_groups 0: none. Host-side hint:
+  // max_group_seqs bounds every group's end - first (0: num_seqs does).
+  const int32_t* groups = nullptr;
+  int num_groups = 0;
+  int max_group_seqs = 0;
 };
 
 // How the decode kernels split the work; a pure function of the params' shapes and hints.
@@ -120,16 +126,44 @@ struct DecodeAttentionPlan {
   int num_partitions = 0;  // grid.x: splits of the longest context (max_context_len)
   int heads_per_cta = 0;   // query heads of one KV head that one CTA serves: 1, 2, 4 or 8
   int head_chunks = 0;     // CTAs per KV head: ceil(group / heads_per_cta)
-  // Device scratch for the split partials (0 when num_partitions == 1: the partition kernel
-  // then writes the output itself and no reduction runs):
-  //   num_seqs * Hq * num_partitions * (d + 2) floats.
+  // Cascade (num_groups > 0): a group's shared blocks are attended once for all its members
+  // (cascade_attention.cu), each member's partitions cover only its private keys, and the
+  // reduction merges the two by log-sum-exp; the reduction then always runs.
+  bool cascade = false;
+  // Device scratch (0 when num_partitions == 1 and no cascade: the partition kernel then
+  // writes the output itself and no reduction runs): the split partials, num_seqs * Hq *
+  // num_partitions * (d + 2) floats; with cascade, then the shared partials, num_seqs * Hq *
+  // (d + 2) floats, at shared_offset, and each sequence's first private key, num_seqs ints,
+  // at key_begin_offset.
   size_t scratch_bytes = 0;
+  size_t shared_offset = 0;
+  size_t key_begin_offset = 0;
 };
 DecodeAttentionPlan PlanDecodeAttention(const PagedAttentionParams& p, int num_sms);
 
 // Rows of sequences with query_len == 1. Other sequences are left alone (the prefill kernel's).
+// With groups (plan.cascade), also the shared-prefix pass (cascade_attention.cu).
 cudaError_t LaunchDecodeAttention(const PagedAttentionParams& p, const DecodeAttentionPlan& plan,
                                   void* scratch, cudaStream_t stream);
+
+// cascade_attention.cu, called by LaunchDecodeAttention. Partials of one (sequence, query
+// head) each: max (natural-log units, the scaled score's), sum of exp(score - max), and the
+// unnormalised accumulator [d]; row (seq * Hq + q_head).
+struct SharedPartials {
+  float* max;
+  float* sum;
+  float* acc;
+};
+// key_begin[s] = the group's shared_blocks * block_size for a member of a group, else 0;
+// traps on a group that breaks kernels.h's rules (not decode rows, out of range, shared
+// blocks not before each member's last block).
+cudaError_t LaunchGroupKeyBegins(const PagedAttentionParams& p, int32_t* key_begin,
+                                 cudaStream_t stream);
+// For every group, its members' queries against its shared blocks in one pass (tensor
+// cores): each shared K/V tile is read once per 64 query rows (members x query heads of a
+// KV head) instead of once per member.
+cudaError_t LaunchSharedPrefixAttention(const PagedAttentionParams& p, SharedPartials shared,
+                                        cudaStream_t stream);
 
 // Rows of sequences with query_len > 1 (chunked or whole prefill). Other sequences are left
 // alone (the decode kernels').

@@ -48,12 +48,8 @@ constexpr size_t SmemBytes() {
 template <int kHeadDim, typename RowSource, typename RowValid>
 __device__ __forceinline__ void LoadTile(bf16* tile, RowSource src, RowValid valid,
                                          const bf16* any_valid_address) {
-  constexpr int kChunksPerRow = kHeadDim / 8;
-  for (int i = threadIdx.x; i < kBlockN * kChunksPerRow; i += kThreads) {
-    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-    const bool ok = valid(r);
-    CpAsync16(tile + r * kStride<kHeadDim> + c, ok ? src(r) + c : any_valid_address, ok);
-  }
+  LoadRowsAsync<kBlockN, kHeadDim, kStride<kHeadDim>, kThreads>(tile, src, valid,
+                                                                any_valid_address);
 }
 
 template <int kHeadDim>
