@@ -6,41 +6,28 @@
 // are merged with the members' private keys by the decode reduction (decode_attention.cu),
 // by log-sum-exp, exactly as the partials of two partitions of one sequence are.
 //
-// SharedPrefixKernel: grid (row tiles, Hkv, num_groups), 128 threads (4 warps), the
-// prefill kernel's scheme (prefill_attention.cu) on other rows. The query rows of a group
-// and KV head are (member, query head of the KV head) pairs, member-major: with G query heads
-// per KV head, row R is member R / G, query head kv_head * G + R % G. A CTA takes 64 of them;
-// warp w owns 16. It walks the shared keys (shared_blocks * block_size, through the first
-// member's block table, which every member shares) in tiles of 64 with cp.async:
-//   S = Q Kᵀ          mma.sync m16n8k16, bf16 in, fp32 accumulate
-//   mask              only keys past the shared prefix (the last tile's padding): every
-//                     member's position is after every shared key, so nothing is causal here
-//   online softmax    base 2, with scale * log2(e) folded into S
-//   O += P V          P repacked to bf16 A fragments, V by ldmatrix.trans
-// and writes, per real row, max (converted to natural-log units, the decode kernels'),
-// sum and O.
+// SharedPrefixKernel: grid (row tiles, Hkv, num_groups), 128 threads (4 warps). The query
+// rows of a group and KV head are (member, query head of the KV head) pairs, member-major:
+// with G query heads per KV head, row R is member R / G, query head kv_head * G + R % G. A
+// CTA takes 64 of them and walks the shared keys (shared_blocks * block_size, through the
+// first member's block table, which every member shares) with flash_tile.cuh's loop; every
+// shared key is visible to every row (each member's position is past all of them), so the
+// only mask is the last tile's padding. It writes, per real row, the max (converted to
+// natural-log units, the decode kernels'), the sum and the unnormalised O.
 //
 // LaunchGroupKeyBegins first writes each sequence's first private key (0 outside groups)
 // and checks the groups on the device.
+#include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/helpers.cuh"
 #include "kernels/cuda/launch.h"
 
 namespace prefixd::cuda {
 namespace {
 
-constexpr int kBlockM = 64;  // query rows per CTA
-constexpr int kBlockN = 64;  // keys per tile
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * kWarpSize;
-static_assert(kBlockM == 16 * kWarps, "each warp owns 16 query rows");
-
-template <int kHeadDim>
-constexpr int kStride = kHeadDim + 8;  // 16 bytes of padding: conflict-free ldmatrix
-
-template <int kHeadDim>
-constexpr size_t SmemBytes() {
-  return sizeof(bf16) * 3 * kBlockM * kStride<kHeadDim>;  // Q, K and V tiles
-}
+using flash::kBlockM;
+using flash::kBlockN;
+using flash::kStride;
+using flash::kThreads;
 
 __global__ void GroupKeyBeginsKernel(PagedAttentionParams p, int32_t* key_begin) {
   const int seq = blockIdx.x * blockDim.x + threadIdx.x;
@@ -69,9 +56,6 @@ template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     SharedPrefixKernel(PagedAttentionParams p, float scale_log2, SharedPartials shared) {
   constexpr int kStrideE = kStride<kHeadDim>;
-  constexpr int kDimSlices = kHeadDim / 16;  // k-slices of QKᵀ
-  constexpr int kDimTiles = kHeadDim / 8;    // n-tiles of O
-  constexpr int kKeyTiles = kBlockN / 8;     // n-tiles of S
   constexpr float kLn2 = 0.6931471805599453f;
 
   const int group = blockIdx.z, kv_head = blockIdx.y;
@@ -122,139 +106,34 @@ __global__ void __launch_bounds__(kThreads)
   load_kv_tile(k_tile, p.k_cache, 0);
   CpAsyncCommit();
 
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int g = lane / 4, t = lane % 4;  // mma fragment coordinates
-  const int row_a = warp * 16 + g, row_b = row_a + 8;
-
-  uint32_t q_frag[kDimSlices][4];
-  float o[kDimTiles][4];
-#pragma unroll
-  for (int i = 0; i < kDimTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float max_a = -INFINITY, max_b = -INFINITY;  // running max (base-2 scaled scores)
-  float sum_a = 0.0f, sum_b = 0.0f;            // this thread's part of the running sums
-
-  for (int key_tile = 0; key_tile < num_key_tiles; ++key_tile) {
-    CpAsyncWaitAll();
-    __syncthreads();  // K tile (and Q) landed; every warp is done with the previous V tile
-    if (key_tile == 0) {
-#pragma unroll
-      for (int s = 0; s < kDimSlices; ++s) {
-        LdMatrixX4(q_frag[s],
-                   q_tile + (warp * 16 + lane % 16) * kStrideE + s * 16 + (lane / 16) * 8);
-      }
-    }
-    load_kv_tile(v_tile, p.v_cache, key_tile);
-    CpAsyncCommit();
-
-    // ---- S = Q Kᵀ: 16 x 64 per warp ----
-    float s[kKeyTiles][4];
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int d = 0; d < kDimSlices; ++d) {
-#pragma unroll
-      for (int np = 0; np < kKeyTiles / 2; ++np) {
-        const int i = lane / 8;
-        uint32_t b[4];
-        LdMatrixX4(b,
-                   k_tile + (np * 16 + (i / 2) * 8 + lane % 8) * kStrideE + d * 16 + (i % 2) * 8);
-        MmaBf16(s[2 * np], q_frag[d], b[0], b[1]);
-        MmaBf16(s[2 * np + 1], q_frag[d], b[2], b[3]);
-      }
-    }
-
-    // ---- mask (the last tile's keys past the prefix), online softmax ----
-    const int first_key = key_tile * kBlockN;
-    float tile_max_a = -INFINITY, tile_max_b = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = first_key + n * 8 + 2 * t + (e & 1);
-        s[n][e] = key < num_keys ? s[n][e] * scale_log2 : -INFINITY;
-      }
-      tile_max_a = fmaxf(tile_max_a, fmaxf(s[n][0], s[n][1]));
-      tile_max_b = fmaxf(tile_max_b, fmaxf(s[n][2], s[n][3]));
-    }
-#pragma unroll
-    for (int offset = 1; offset < 4; offset <<= 1) {
-      tile_max_a = fmaxf(tile_max_a, __shfl_xor_sync(kFullMask, tile_max_a, offset));
-      tile_max_b = fmaxf(tile_max_b, __shfl_xor_sync(kFullMask, tile_max_b, offset));
-    }
-    // Every tile holds at least one shared key, so the maxes are finite from tile 0 on.
-    const float new_max_a = fmaxf(max_a, tile_max_a), new_max_b = fmaxf(max_b, tile_max_b);
-    const float correction_a = exp2f(max_a - new_max_a), correction_b = exp2f(max_b - new_max_b);
-    max_a = new_max_a;
-    max_b = new_max_b;
-    sum_a *= correction_a;
-    sum_b *= correction_b;
-#pragma unroll
-    for (int i = 0; i < kDimTiles; ++i) {
-      o[i][0] *= correction_a;
-      o[i][1] *= correction_a;
-      o[i][2] *= correction_b;
-      o[i][3] *= correction_b;
-    }
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-      s[n][0] = exp2f(s[n][0] - max_a);
-      s[n][1] = exp2f(s[n][1] - max_a);
-      s[n][2] = exp2f(s[n][2] - max_b);
-      s[n][3] = exp2f(s[n][3] - max_b);
-      sum_a += s[n][0] + s[n][1];
-      sum_b += s[n][2] + s[n][3];
-    }
-
-    CpAsyncWaitAll();
-    __syncthreads();  // V tile landed; every warp is done with the K tile
-    if (key_tile + 1 < num_key_tiles) load_kv_tile(k_tile, p.k_cache, key_tile + 1);
-    CpAsyncCommit();
-
-    // ---- O += P V ----
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint32_t a[4] = {PackBf16x2(s[2 * kk][0], s[2 * kk][1]),
-                             PackBf16x2(s[2 * kk][2], s[2 * kk][3]),
-                             PackBf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             PackBf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < kDimTiles / 2; ++dp) {
-        const int i = lane / 8;
-        uint32_t b[4];
-        LdMatrixX4Trans(
-            b, v_tile + (kk * 16 + (i % 2) * 8 + lane % 8) * kStrideE + dp * 16 + (i / 2) * 8);
-        MmaBf16(o[2 * dp], a, b[0], b[1]);
-        MmaBf16(o[2 * dp + 1], a, b[2], b[3]);
-      }
-    }
-  }
+  const flash::Fragment f;
+  flash::RowState<kHeadDim> st;
+  flash::AttendKeyTiles<kHeadDim>(
+      q_tile, k_tile, v_tile, p.k_cache, p.v_cache, num_key_tiles, scale_log2, load_kv_tile,
+      [&](int key, bool) { return key < num_keys; }, f, st);
 
   // ---- the partials of the real rows ----
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    sum_a += __shfl_xor_sync(kFullMask, sum_a, offset);
-    sum_b += __shfl_xor_sync(kFullMask, sum_b, offset);
-  }
+  const float sum_a = flash::QuadSum(st.sum_a), sum_b = flash::QuadSum(st.sum_b);
   auto write = [&](int r, float m, float l, int part) {  // part 0: o[.][0..1], 1: o[.][2..3]
     const int64_t row = int64_t{member(r)} * p.num_q_heads + q_head(r);
-    float* acc = shared.acc + row * kHeadDim + 2 * t;
+    float* acc = shared.acc + row * kHeadDim + 2 * f.t;
 #pragma unroll
-    for (int i = 0; i < kDimTiles; ++i) {
-      acc[i * 8] = o[i][2 * part];
-      acc[i * 8 + 1] = o[i][2 * part + 1];
+    for (int i = 0; i < kHeadDim / 8; ++i) {
+      acc[i * 8] = st.o[i][2 * part];
+      acc[i * 8 + 1] = st.o[i][2 * part + 1];
     }
-    if (t == 0) {
+    if (f.t == 0) {
       shared.max[row] = m * kLn2;  // base-2 scaled score -> the scaled score itself
       shared.sum[row] = l;
     }
   };
-  if (row_a < rows_valid) write(row_a, max_a, sum_a, 0);
-  if (row_b < rows_valid) write(row_b, max_b, sum_b, 1);
+  if (f.row_a < rows_valid) write(f.row_a, st.max_a, sum_a, 0);
+  if (f.row_b < rows_valid) write(f.row_b, st.max_b, sum_b, 1);
 }
 
 template <int kHeadDim>
 cudaError_t Launch(const PagedAttentionParams& p, SharedPartials shared, cudaStream_t stream) {
-  constexpr size_t kSmem = SmemBytes<kHeadDim>();
+  constexpr size_t kSmem = flash::SmemBytes<kHeadDim>();
   auto* kernel = SharedPrefixKernel<kHeadDim>;
   if (kSmem > 48 * 1024) {
     const cudaError_t status = cudaFuncSetAttribute(

@@ -4,47 +4,26 @@
 // score matrix in memory.
 //
 // Grid (q_tiles, Hq, num_seqs), 128 threads (4 warps). A CTA takes kBlockM = 64 query rows
-// of one sequence and one query head; warp w owns rows 16w..16w+15. It walks the keys the
-// tile can see (0 .. position of its last row) in tiles of kBlockN = 64, gathered through
-// the block table into shared memory with cp.async (rows past the visible keys are
-// zero-filled, so no stale or NaN data ever meets a zero weight):
-//   S = Q Kᵀ          (ldmatrix of Q once into registers, of K per tile; fp32 accumulators)
-//   mask              key j is visible to the row at position p iff j <= p (causal; the
-//                     row's position is context_len - query_len + its index in the chunk)
-//   online softmax    m' = max(m, rowmax S), l' = l 2^(m - m') + Σ 2^(S - m'), O *= 2^(m - m')
-//                     (base 2, with scale * log2(e) folded into S)
-//   O += P V          (P from the S accumulators, repacked to bf16 A fragments in registers;
-//                     V fragments by ldmatrix.trans)
-// and finally writes O / l as bf16. Loads overlap compute: V of tile n is in flight during
-// S = Q K_nᵀ, K of tile n+1 during O += P V_n.
+// of one sequence and one query head and walks the keys the tile can see (0 .. position of
+// its last row) with flash_tile.cuh's loop; a key j is visible to the row at position p iff
+// j <= p (causal; the row's position is context_len - query_len + its index in the chunk).
+// It finally writes O / l as bf16.
 //
 // The q tiles of a sequence are visited last first (they see the most keys). Sequences with
 // query_len <= 1 are skipped (decode rows are the decode kernels'). K and V tiles of a KV
 // head are re-read by each query head of its group, mostly from L2.
+#include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/helpers.cuh"
 #include "kernels/cuda/launch.h"
 
 namespace prefixd::cuda {
 namespace {
 
-constexpr int kBlockM = 64;  // query rows per CTA
-constexpr int kBlockN = 64;  // keys per tile
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * kWarpSize;
-static_assert(kBlockM == 16 * kWarps, "each warp owns 16 query rows");
+using flash::kBlockM;
+using flash::kBlockN;
+using flash::kStride;
+using flash::kThreads;
 
-// Shared-memory row stride in elements: 8 bf16 (16 bytes) of padding put the 8 rows an
-// ldmatrix phase reads in 8 different 16-byte bank groups.
-template <int kHeadDim>
-constexpr int kStride = kHeadDim + 8;
-
-template <int kHeadDim>
-constexpr size_t SmemBytes() {
-  return sizeof(bf16) * 3 * kBlockM * kStride<kHeadDim>;  // Q, K and V tiles (kBlockN == kBlockM)
-}
-
-// Copies rows [0, 64) of a tile into shared memory [64][kStride] with 16-byte cp.async;
-// row r comes from src(r), or is zero-filled when !valid(r).
 template <int kHeadDim, typename RowSource, typename RowValid>
 __device__ __forceinline__ void LoadTile(bf16* tile, RowSource src, RowValid valid,
                                          const bf16* any_valid_address) {
@@ -56,9 +35,6 @@ template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     PrefillAttentionKernel(PagedAttentionParams p, float scale_log2) {
   constexpr int kStrideE = kStride<kHeadDim>;
-  constexpr int kDimSlices = kHeadDim / 16;  // k-slices of QKᵀ
-  constexpr int kDimTiles = kHeadDim / 8;    // n-tiles of O
-  constexpr int kKeyTiles = kBlockN / 8;     // n-tiles of S
 
   const int seq = blockIdx.z, q_head = blockIdx.y;
   const int kv_head = q_head / (p.num_q_heads / p.num_kv_heads);
@@ -115,153 +91,41 @@ __global__ void __launch_bounds__(kThreads)
   load_kv_tile(k_tile, p.k_cache, 0);
   CpAsyncCommit();
 
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int g = lane / 4, t = lane % 4;  // mma fragment coordinates
-  // This thread's two rows (g and g + 8 of the warp's 16), as positions in the sequence.
-  const int row_a = warp * 16 + g, row_b = row_a + 8;
-  const int position_a = first_position + row_a, position_b = first_position + row_b;
-
-  uint32_t q_frag[kDimSlices][4];
-  float o[kDimTiles][4];
-#pragma unroll
-  for (int i = 0; i < kDimTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float max_a = -INFINITY, max_b = -INFINITY;  // running max (base-2 scaled scores)
-  float sum_a = 0.0f, sum_b = 0.0f;            // this thread's part of the running sums
-
-  for (int key_tile = 0; key_tile < num_key_tiles; ++key_tile) {
-    CpAsyncWaitAll();
-    __syncthreads();  // K tile (and Q) landed; every warp is done with the previous V tile
-    if (key_tile == 0) {
-      // A fragments of Q: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 at column 8.
-#pragma unroll
-      for (int s = 0; s < kDimSlices; ++s) {
-        LdMatrixX4(q_frag[s],
-                   q_tile + (warp * 16 + lane % 16) * kStrideE + s * 16 + (lane / 16) * 8);
-      }
-    }
-    load_kv_tile(v_tile, p.v_cache, key_tile);
-    CpAsyncCommit();
-
-    // ---- S = Q Kᵀ: 16 x 64 per warp ----
-    float s[kKeyTiles][4];
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int d = 0; d < kDimSlices; ++d) {
-#pragma unroll
-      for (int np = 0; np < kKeyTiles / 2; ++np) {
-        // Matrices: keys 16np+0..7 / dims 16d+0..7 (b0 of n-tile 2np), dims +8 (its b1),
-        // keys +8..15 dims +0 (b0 of n-tile 2np+1), dims +8 (its b1).
-        const int i = lane / 8;
-        uint32_t b[4];
-        LdMatrixX4(b,
-                   k_tile + (np * 16 + (i / 2) * 8 + lane % 8) * kStrideE + d * 16 + (i % 2) * 8);
-        MmaBf16(s[2 * np], q_frag[d], b[0], b[1]);
-        MmaBf16(s[2 * np + 1], q_frag[d], b[2], b[3]);
-      }
-    }
-
-    // ---- mask, online softmax ----
-    const int first_key = key_tile * kBlockN;
-    float tile_max_a = -INFINITY, tile_max_b = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = first_key + n * 8 + 2 * t + (e & 1);
-        const bool visible = key <= (e < 2 ? position_a : position_b) && key < num_keys;
-        s[n][e] = visible ? s[n][e] * scale_log2 : -INFINITY;
-      }
-      tile_max_a = fmaxf(tile_max_a, fmaxf(s[n][0], s[n][1]));
-      tile_max_b = fmaxf(tile_max_b, fmaxf(s[n][2], s[n][3]));
-    }
-    // The four threads of a quad hold the same two rows.
-#pragma unroll
-    for (int offset = 1; offset < 4; offset <<= 1) {
-      tile_max_a = fmaxf(tile_max_a, __shfl_xor_sync(kFullMask, tile_max_a, offset));
-      tile_max_b = fmaxf(tile_max_b, __shfl_xor_sync(kFullMask, tile_max_b, offset));
-    }
-    const float new_max_a = fmaxf(max_a, tile_max_a), new_max_b = fmaxf(max_b, tile_max_b);
-    // A row that has seen no visible key yet (only padding rows past the chunk) keeps a
-    // -inf max; subtract 0 instead so that no inf - inf NaN appears.
-    const float base_a = new_max_a == -INFINITY ? 0.0f : new_max_a;
-    const float base_b = new_max_b == -INFINITY ? 0.0f : new_max_b;
-    const float correction_a = exp2f(max_a - base_a), correction_b = exp2f(max_b - base_b);
-    max_a = new_max_a;
-    max_b = new_max_b;
-    sum_a *= correction_a;
-    sum_b *= correction_b;
-#pragma unroll
-    for (int i = 0; i < kDimTiles; ++i) {
-      o[i][0] *= correction_a;
-      o[i][1] *= correction_a;
-      o[i][2] *= correction_b;
-      o[i][3] *= correction_b;
-    }
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-      s[n][0] = exp2f(s[n][0] - base_a);
-      s[n][1] = exp2f(s[n][1] - base_a);
-      s[n][2] = exp2f(s[n][2] - base_b);
-      s[n][3] = exp2f(s[n][3] - base_b);
-      sum_a += s[n][0] + s[n][1];
-      sum_b += s[n][2] + s[n][3];
-    }
-
-    CpAsyncWaitAll();
-    __syncthreads();  // V tile landed; every warp is done with the K tile
-    if (key_tile + 1 < num_key_tiles) load_kv_tile(k_tile, p.k_cache, key_tile + 1);
-    CpAsyncCommit();
-
-    // ---- O += P V ----
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      // P's A fragment for keys 16kk..16kk+15 is S's n-tiles 2kk and 2kk+1.
-      const uint32_t a[4] = {PackBf16x2(s[2 * kk][0], s[2 * kk][1]),
-                             PackBf16x2(s[2 * kk][2], s[2 * kk][3]),
-                             PackBf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             PackBf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < kDimTiles / 2; ++dp) {
-        // Matrices (transposed): keys 16kk+0..7 / dims 16dp+0..7 (b0 of d-tile 2dp), keys
-        // +8..15 (its b1), keys +0..7 dims +8 (b0 of d-tile 2dp+1), keys +8..15 dims +8.
-        const int i = lane / 8;
-        uint32_t b[4];
-        LdMatrixX4Trans(
-            b, v_tile + (kk * 16 + (i % 2) * 8 + lane % 8) * kStrideE + dp * 16 + (i / 2) * 8);
-        MmaBf16(o[2 * dp], a, b[0], b[1]);
-        MmaBf16(o[2 * dp + 1], a, b[2], b[3]);
-      }
-    }
-  }
+  // This thread's two rows, as positions in the sequence.
+  const flash::Fragment f;
+  const int position_a = first_position + f.row_a, position_b = first_position + f.row_b;
+  flash::RowState<kHeadDim> st;
+  flash::AttendKeyTiles<kHeadDim>(
+      q_tile, k_tile, v_tile, p.k_cache, p.v_cache, num_key_tiles, scale_log2, load_kv_tile,
+      [&](int key, bool row_b) {
+        return key <= (row_b ? position_b : position_a) && key < num_keys;
+      },
+      f, st);
 
   // ---- out = O / l ----
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    sum_a += __shfl_xor_sync(kFullMask, sum_a, offset);
-    sum_b += __shfl_xor_sync(kFullMask, sum_b, offset);
-  }
+  const float sum_a = flash::QuadSum(st.sum_a), sum_b = flash::QuadSum(st.sum_b);
   const int64_t out_width = int64_t{p.num_q_heads} * kHeadDim;
-  bf16* out = p.out + int64_t{query_start + row0} * out_width + q_head * kHeadDim + 2 * t;
+  bf16* out = p.out + int64_t{query_start + row0} * out_width + q_head * kHeadDim + 2 * f.t;
   // Every real row sees at least its own key, so its sum is >= 1.
+  const int row_a = f.row_a, row_b = f.row_b;
   const float inv_a = row_a < rows_valid ? 1.0f / sum_a : 0.0f;
   const float inv_b = row_b < rows_valid ? 1.0f / sum_b : 0.0f;
 #pragma unroll
-  for (int i = 0; i < kDimTiles; ++i) {
+  for (int i = 0; i < kHeadDim / 8; ++i) {
     if (row_a < rows_valid) {
       *reinterpret_cast<__nv_bfloat162*>(out + row_a * out_width + i * 8) =
-          __floats2bfloat162_rn(o[i][0] * inv_a, o[i][1] * inv_a);
+          __floats2bfloat162_rn(st.o[i][0] * inv_a, st.o[i][1] * inv_a);
     }
     if (row_b < rows_valid) {
       *reinterpret_cast<__nv_bfloat162*>(out + row_b * out_width + i * 8) =
-          __floats2bfloat162_rn(o[i][2] * inv_b, o[i][3] * inv_b);
+          __floats2bfloat162_rn(st.o[i][2] * inv_b, st.o[i][3] * inv_b);
     }
   }
 }
 
 template <int kHeadDim>
 cudaError_t Launch(const PagedAttentionParams& p, cudaStream_t stream) {
-  constexpr size_t kSmem = SmemBytes<kHeadDim>();
+  constexpr size_t kSmem = flash::SmemBytes<kHeadDim>();
   auto* kernel = PrefillAttentionKernel<kHeadDim>;
   if (kSmem > 48 * 1024) {
     const cudaError_t status = cudaFuncSetAttribute(
