@@ -26,7 +26,6 @@ namespace {
 
 using flash::kBlockM;
 using flash::kBlockN;
-using flash::kStride;
 using flash::kThreads;
 
 __global__ void GroupKeyBeginsKernel(PagedAttentionParams p, int32_t* key_begin) {
@@ -55,7 +54,6 @@ __global__ void GroupKeyBeginsKernel(PagedAttentionParams p, int32_t* key_begin)
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     SharedPrefixKernel(PagedAttentionParams p, float scale_log2, SharedPartials shared) {
-  constexpr int kStrideE = kStride<kHeadDim>;
   constexpr float kLn2 = 0.6931471805599453f;
 
   const int group = blockIdx.z, kv_head = blockIdx.y;
@@ -66,51 +64,26 @@ __global__ void __launch_bounds__(kThreads)
   const int row0 = blockIdx.x * kBlockM;
   if (row0 >= rows_total) return;
   const int rows_valid = min(kBlockM, rows_total - row0);
-  const int num_key_tiles = (num_keys + kBlockN - 1) / kBlockN;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [kBlockM][kStride]
-  bf16* k_tile = q_tile + kBlockM * kStrideE;    // [kBlockN][kStride]
-  bf16* v_tile = k_tile + kBlockN * kStrideE;    // [kBlockN][kStride]
-
+  const flash::Tiles<kHeadDim> tiles(smem);
+  // The shared keys, through the first member's table (every member's begins with them).
+  const flash::PagedKeys<kHeadDim> keys(p, first, kv_head, num_keys);
   const int64_t qkv_width = int64_t{p.num_q_heads + 2 * p.num_kv_heads} * kHeadDim;
   // Row r of the tile: its member and query head.
   auto member = [&](int r) { return first + (row0 + r) / heads; };
   auto q_head = [&](int r) { return kv_head * heads + (row0 + r) % heads; };
-  const int32_t* table = p.block_tables + int64_t{first} * p.max_blocks_per_seq;
-  const int64_t head_stride = int64_t{p.block_size} * kHeadDim;
-  const BlockDivider blocks(p.block_size);
-  auto key_row = [&](const bf16* cache, int j) {
-    const int32_t block = table[blocks.Block(j)];
-    PREFIXD_DEVICE_CHECK(0 <= block && block < p.num_blocks,
-                         "PagedAttention: block_tables[%d][%d] = %d is outside the cache of "
-                         "%lld blocks",
-                         first, blocks.Block(j), block, static_cast<long long>(p.num_blocks));
-    return cache + (int64_t{block} * p.num_kv_heads + kv_head) * head_stride +
-           int64_t{blocks.Offset(j)} * kHeadDim;
-  };
-  auto load_kv_tile = [&](bf16* tile, const bf16* cache, int key_tile) {
-    const int first_key = key_tile * kBlockN;
-    LoadRowsAsync<kBlockN, kHeadDim, kStrideE, kThreads>(
-        tile, [&](int r) { return key_row(cache, first_key + r); },
-        [&](int r) { return first_key + r < num_keys; }, cache);
-  };
-
-  // Q rows (each member's one decode row) and K tile 0.
-  LoadRowsAsync<kBlockM, kHeadDim, kStrideE, kThreads>(
-      q_tile,
+  flash::StartTiles<kHeadDim>(
+      tiles, keys,
       [&](int r) {
         return p.qkv + int64_t{p.query_start[member(r)]} * qkv_width + q_head(r) * kHeadDim;
       },
-      [&](int r) { return r < rows_valid; }, p.qkv);
-  load_kv_tile(k_tile, p.k_cache, 0);
-  CpAsyncCommit();
+      rows_valid);
 
   const flash::Fragment f;
   flash::RowState<kHeadDim> st;
   flash::AttendKeyTiles<kHeadDim>(
-      q_tile, k_tile, v_tile, p.k_cache, p.v_cache, num_key_tiles, scale_log2, load_kv_tile,
-      [&](int key, bool) { return key < num_keys; }, f, st);
+      tiles, keys, scale_log2, [&](int key, bool) { return key < num_keys; }, f, st);
 
   // ---- the partials of the real rows ----
   const float sum_a = flash::QuadSum(st.sum_a), sum_b = flash::QuadSum(st.sum_b);

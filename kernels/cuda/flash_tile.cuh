@@ -20,6 +20,7 @@
 #define PREFIXD_KERNELS_CUDA_FLASH_TILE_CUH_
 
 #include "kernels/cuda/helpers.cuh"
+#include "kernels/cuda/launch.h"
 
 namespace prefixd::cuda::flash {
 
@@ -66,6 +67,52 @@ struct RowState {
   }
 };
 
+// The CTA's Q, K and V tiles in dynamic shared memory (SmemBytes), [64][kStride] each.
+template <int kHeadDim>
+struct Tiles {
+  bf16 *q, *k, *v;
+  __device__ explicit Tiles(unsigned char* smem)
+      : q(reinterpret_cast<bf16*>(smem)),
+        k(q + kBlockM * kStride<kHeadDim>),
+        v(k + kBlockN * kStride<kHeadDim>) {}
+};
+
+// Keys [0, num_keys) of one KV head, found through block table row `seq` of a paged cache
+// [num_blocks, Hkv, block_size, d]. LoadTile queues tile `key_tile` of them (cp.async, rows
+// past num_keys zero-filled); a block id outside the cache traps.
+template <int kHeadDim>
+struct PagedKeys {
+  const PagedAttentionParams& p;
+  int seq, kv_head, num_keys;
+  const int32_t* table;
+  BlockDivider blocks;
+
+  __device__ PagedKeys(const PagedAttentionParams& params, int seq_, int kv_head_, int num_keys_)
+      : p(params),
+        seq(seq_),
+        kv_head(kv_head_),
+        num_keys(num_keys_),
+        table(params.block_tables + int64_t{seq_} * params.max_blocks_per_seq),
+        blocks(params.block_size) {}
+
+  __device__ const bf16* Row(const bf16* cache, int j) const {
+    const int32_t block = table[blocks.Block(j)];
+    PREFIXD_DEVICE_CHECK(0 <= block && block < p.num_blocks,
+                         "PagedAttention: block_tables[%d][%d] = %d is outside the cache of "
+                         "%lld blocks",
+                         seq, blocks.Block(j), block, static_cast<long long>(p.num_blocks));
+    return cache + (int64_t{block} * p.num_kv_heads + kv_head) * p.block_size * kHeadDim +
+           int64_t{blocks.Offset(j)} * kHeadDim;
+  }
+
+  __device__ void LoadTile(bf16* tile, const bf16* cache, int key_tile) const {
+    const int first_key = key_tile * kBlockN;
+    LoadRowsAsync<kBlockN, kHeadDim, kStride<kHeadDim>, kThreads>(
+        tile, [&](int r) { return Row(cache, first_key + r); },
+        [&](int r) { return first_key + r < num_keys; }, cache);
+  }
+};
+
 // The four threads of a quad hold the same two rows: the sum of their parts.
 __device__ __forceinline__ float QuadSum(float x) {
 #pragma unroll
@@ -73,18 +120,36 @@ __device__ __forceinline__ float QuadSum(float x) {
   return x;
 }
 
-// Attends the tile's queries (q_tile, queued with cp.async and committed by the caller,
-// together with key tile 0 in k_tile) to `num_key_tiles` tiles of keys.
-// load_kv_tile(tile, cache, key_tile) queues key tile `key_tile` of `cache` (k_cache or
-// v_cache) into `tile`; visible(key, row_b) says whether `key` counts for this thread's row a
-// (row_b false) or row b (true). Every __syncthreads() here is reached by the whole CTA.
-template <int kHeadDim, typename LoadKvTile, typename Visible>
-__device__ __forceinline__ void AttendKeyTiles(const bf16* q_tile, bf16* k_tile, bf16* v_tile,
-                                               const bf16* k_cache, const bf16* v_cache,
-                                               int num_key_tiles, float scale_log2,
-                                               LoadKvTile load_kv_tile, Visible visible,
-                                               const Fragment& f, RowState<kHeadDim>& st) {
+// Queues the tile's query rows (row r from q_row(r), zero-filled from rows_valid) and key
+// tile 0, and commits them: what AttendKeyTiles starts from.
+template <int kHeadDim, typename QRow>
+__device__ __forceinline__ void StartTiles(const Tiles<kHeadDim>& tiles,
+                                           const PagedKeys<kHeadDim>& keys, QRow q_row,
+                                           int rows_valid) {
+  LoadRowsAsync<kBlockM, kHeadDim, kStride<kHeadDim>, kThreads>(
+      tiles.q, q_row, [&](int r) { return r < rows_valid; }, keys.p.qkv);
+  keys.LoadTile(tiles.k, keys.p.k_cache, 0);
+  CpAsyncCommit();
+}
+
+// Attends the tile's queries (tiles.q, queued with cp.async and committed by the caller,
+// together with key tile 0 in tiles.k: StartTiles) to all of `keys`; visible(key, row_b)
+// says whether `key` counts for this thread's row a (row_b false) or row b (true). Every
+// __syncthreads() here is reached by the whole CTA.
+template <int kHeadDim, typename Visible>
+__device__ __forceinline__ void AttendKeyTiles(const Tiles<kHeadDim>& tiles,
+                                               const PagedKeys<kHeadDim>& keys, float scale_log2,
+                                               Visible visible, const Fragment& f,
+                                               RowState<kHeadDim>& st) {
   constexpr int kStrideE = kStride<kHeadDim>;
+  const bf16* q_tile = tiles.q;
+  bf16* k_tile = tiles.k;
+  bf16* v_tile = tiles.v;
+  const bf16 *k_cache = keys.p.k_cache, *v_cache = keys.p.v_cache;
+  const int num_key_tiles = (keys.num_keys + kBlockN - 1) / kBlockN;
+  auto load_kv_tile = [&](bf16* tile, const bf16* cache, int key_tile) {
+    keys.LoadTile(tile, cache, key_tile);
+  };
   constexpr int kDimSlices = kHeadDim / 16;  // k-slices of QKᵀ
   constexpr int kDimTiles = kHeadDim / 8;    // n-tiles of O
   constexpr int kKeyTiles = kBlockN / 8;     // n-tiles of S

@@ -21,21 +21,11 @@ namespace {
 
 using flash::kBlockM;
 using flash::kBlockN;
-using flash::kStride;
 using flash::kThreads;
-
-template <int kHeadDim, typename RowSource, typename RowValid>
-__device__ __forceinline__ void LoadTile(bf16* tile, RowSource src, RowValid valid,
-                                         const bf16* any_valid_address) {
-  LoadRowsAsync<kBlockN, kHeadDim, kStride<kHeadDim>, kThreads>(tile, src, valid,
-                                                                any_valid_address);
-}
 
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     PrefillAttentionKernel(PagedAttentionParams p, float scale_log2) {
-  constexpr int kStrideE = kStride<kHeadDim>;
-
   const int seq = blockIdx.z, q_head = blockIdx.y;
   const int kv_head = q_head / (p.num_q_heads / p.num_kv_heads);
   const int query_start = p.query_start[seq];
@@ -55,48 +45,22 @@ __global__ void __launch_bounds__(kThreads)
   const int rows_valid = min(kBlockM, query_len - row0);
   const int first_position = context_len - query_len + row0;  // of the tile's row 0
   const int num_keys = first_position + rows_valid;           // keys the last row sees
-  const int num_key_tiles = (num_keys + kBlockN - 1) / kBlockN;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [kBlockM][kStride]
-  bf16* k_tile = q_tile + kBlockM * kStrideE;    // [kBlockN][kStride]
-  bf16* v_tile = k_tile + kBlockN * kStrideE;    // [kBlockN][kStride]
-
+  const flash::Tiles<kHeadDim> tiles(smem);
+  const flash::PagedKeys<kHeadDim> keys(p, seq, kv_head, num_keys);
   const int64_t qkv_width = int64_t{p.num_q_heads + 2 * p.num_kv_heads} * kHeadDim;
-  const int32_t* table = p.block_tables + int64_t{seq} * p.max_blocks_per_seq;
-  const int64_t head_stride = int64_t{p.block_size} * kHeadDim;
-  const BlockDivider blocks(p.block_size);
-  // Start of key `j`'s row for this KV head in a cache [num_blocks, Hkv, block_size, d].
-  auto key_row = [&](const bf16* cache, int j) {
-    const int32_t block = table[blocks.Block(j)];
-    PREFIXD_DEVICE_CHECK(0 <= block && block < p.num_blocks,
-                         "PagedAttention: block_tables[%d][%d] = %d is outside the cache of "
-                         "%lld blocks",
-                         seq, blocks.Block(j), block, static_cast<long long>(p.num_blocks));
-    return cache + (int64_t{block} * p.num_kv_heads + kv_head) * head_stride +
-           int64_t{blocks.Offset(j)} * kHeadDim;
-  };
-  auto load_kv_tile = [&](bf16* tile, const bf16* cache, int key_tile) {
-    const int first_key = key_tile * kBlockN;
-    LoadTile<kHeadDim>(
-        tile, [&](int r) { return key_row(cache, first_key + r); },
-        [&](int r) { return first_key + r < num_keys; }, cache);
-  };
-
-  // Q tile and K tile 0.
-  LoadTile<kHeadDim>(
-      q_tile,
+  flash::StartTiles<kHeadDim>(
+      tiles, keys,
       [&](int r) { return p.qkv + (query_start + row0 + r) * qkv_width + q_head * kHeadDim; },
-      [&](int r) { return r < rows_valid; }, p.qkv);
-  load_kv_tile(k_tile, p.k_cache, 0);
-  CpAsyncCommit();
+      rows_valid);
 
   // This thread's two rows, as positions in the sequence.
   const flash::Fragment f;
   const int position_a = first_position + f.row_a, position_b = first_position + f.row_b;
   flash::RowState<kHeadDim> st;
   flash::AttendKeyTiles<kHeadDim>(
-      q_tile, k_tile, v_tile, p.k_cache, p.v_cache, num_key_tiles, scale_log2, load_kv_tile,
+      tiles, keys, scale_log2,
       [&](int key, bool row_b) {
         return key <= (row_b ? position_b : position_a) && key < num_keys;
       },
