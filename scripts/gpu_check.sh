@@ -249,7 +249,7 @@ else
 fi
 if [[ $backend == cuda ]] && have compute-sanitizer; then
   step memcheck 120 compute-sanitizer --tool=memcheck --error-exitcode=1 \
-    "$bin/cuda_kernels_test" --gtest_filter='-*FullVocabulary*:*LargeTensors*'
+    "$bin/cuda_kernels_test" --gtest_filter='-*FullVocabulary*:*LargeTensors*:*GroupsOfEverySize*:CascadeProblemTest.*'
 else
   skip memcheck "needs a GPU and compute-sanitizer"
 fi

@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/kernels.h"
 #include "tests/kernels/attention_problem.h"
 #include "tests/kernels/cuda_test_util.h"
@@ -206,6 +207,44 @@ class CudaCascadeTest : public CudaAttentionTest {
     ExpectAllClose(cascade, ToDouble(plain), kAtol, kRtol);
   }
 };
+
+// Runs without a GPU: the decode plan's scratch layout (host code). Without groups and with
+// one partition there is no scratch (the partition kernel writes the output); with groups
+// the reduction always runs, so the split partials are there even for one partition, then
+// the shared partials, then each sequence's first private key, none overlapping.
+TEST(DecodePlanTest, CascadeScratchHoldsPartialsSharedPartialsAndKeyBegins) {
+  cuda::PagedAttentionParams p;
+  p.num_seqs = 64;
+  p.num_tokens = 64;
+  p.block_size = 16;
+  p.max_query_len = 1;
+  p.max_context_len = 300;
+  p.num_q_heads = 32;
+  p.num_kv_heads = 8;
+  p.head_dim = 128;
+  const cuda::DecodeAttentionPlan plain = cuda::PlanDecodeAttention(p, /*num_sms=*/1);
+  ASSERT_EQ(plain.num_partitions, 1);  // 64 x 8 CTAs fill one SM twice over
+  EXPECT_FALSE(plain.cascade);
+  EXPECT_EQ(plain.scratch_bytes, 0u);
+
+  p.num_groups = 3;
+  const cuda::DecodeAttentionPlan cascade = cuda::PlanDecodeAttention(p, 1);
+  EXPECT_TRUE(cascade.cascade);
+  EXPECT_EQ(cascade.num_partitions, plain.num_partitions);
+  const size_t rows = 64 * 32, floats = rows * (128 + 2);
+  EXPECT_EQ(cascade.shared_offset, sizeof(float) * floats);
+  EXPECT_EQ(cascade.key_begin_offset, cascade.shared_offset + sizeof(float) * floats);
+  EXPECT_EQ(cascade.scratch_bytes, cascade.key_begin_offset + sizeof(int32_t) * 64);
+  EXPECT_EQ(cascade.key_begin_offset % alignof(int32_t), 0u);
+
+  // Longer contexts: several partitions, the shared partials after all of them.
+  p.max_context_len = 8192;
+  const cuda::DecodeAttentionPlan split = cuda::PlanDecodeAttention(p, 132);
+  ASSERT_GT(split.num_partitions, 1);
+  EXPECT_EQ(split.shared_offset, sizeof(float) * rows * split.num_partitions * (128 + 2));
+  EXPECT_EQ(split.scratch_bytes,
+            split.shared_offset + sizeof(float) * floats + sizeof(int32_t) * 64);
+}
 
 // Runs without a GPU: the CPU backend, which checks every group against the block tables,
 // accepts the problems the cascade tests build and gives the plain computation's bits.
