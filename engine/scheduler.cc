@@ -609,13 +609,11 @@ StepReport Scheduler::Step(absl::Time now) {
     }
   }
   const Tensor logits = model_.Forward(batch_);
-  std::vector<SampledToken> tokens(rows.size());
-  if (!rows.empty()) model_.backend().Sample(logits, rows, absl::MakeSpan(tokens));
-  const absl::Time done = absl::Now();
-  report.duration = done - now;
-  ++counters_.steps;
 
-  // 4. Cache what was computed, then emit what was sampled.
+  // 4. Cache what the step computes. On a GPU Forward only queued the work, so this host
+  // work overlaps the device's; it is safe before the results exist because blocks freed or
+  // shared here are reused only by later steps, queued after this one.
+  const absl::Time queued = absl::Now();
   for (Sequence* seq : scheduled) {
     seq->num_computed += seq->step_tokens;
     seq->step_tokens = 0;
@@ -625,10 +623,17 @@ StepReport Scheduler::Step(absl::Time now) {
       const int computed = seq->prompt_len - std::max(seq->cached_tokens, 0);
       auto on_pinned = std::move(seq->on_pinned);
       seq->on_pinned = nullptr;
-      Finish(*seq, absl::OkStatus(), FinishReason::kStop, GenerationUpdate{}, done);
+      Finish(*seq, absl::OkStatus(), FinishReason::kStop, GenerationUpdate{}, queued);
       on_pinned(std::move(pinned), computed);
     }
   }
+
+  // 5. Sample (this waits for the device), then emit what was sampled.
+  std::vector<SampledToken> tokens(rows.size());
+  if (!rows.empty()) model_.backend().Sample(logits, rows, absl::MakeSpan(tokens));
+  const absl::Time done = absl::Now();
+  report.duration = done - now;
+  ++counters_.steps;
   for (size_t r = 0; r < sampled.size(); ++r) {
     Sequence* seq = sampled[r];
     SampledToken& t = tokens[r];
