@@ -23,6 +23,8 @@
 #   chatbot        bench/shared_prefix_bench.sh: the shared-system-prompt workload through gRPC,
 #                  cache on/off, 0 % hits, blocks in use, peak memory (issue 16)
 #   prefill_128    the prefill of a 128-token suffix alone (a hit's TTFT is set against it)
+#   tenant_abuse   tenant_abuse_test on this backend: the normal tenant's p99 TTFT under
+#                  abuse against alone (issue 13)
 #   peer_compiled  ../shared/peers/hf_compiled.py (StaticCache + torch.compile, batch 1 and 16)
 #   peer_prefill   tools/hf_eager_prefill.py (transformers eager, 2048-token prefill)
 #   hf_reference   tools/hf_reference.py: random Llama/Qwen2 models and transformers' outputs
@@ -37,7 +39,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -61,7 +63,7 @@ done
 
 programs=(tests/kernels/cuda_kernels_test tests/engine/cuda_engine_test
   bench/engine/engine_bench bench/kernels/cuda_kernels_bench service/prefixd
-  clients/prefix-bench clients/prefixctl)
+  clients/prefix-bench clients/prefixctl tests/service/tenant_abuse_test)
 
 # ---- --bundle: here, before the device call ----
 if ((bundle)); then
@@ -69,7 +71,7 @@ if ((bundle)); then
   [[ -f "$build/CMakeCache.txt" ]] || cmake -S . -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90a || exit 1
   cmake --build "$build" --target cuda_kernels_test cuda_engine_test engine_bench \
-    cuda_kernels_bench prefixd prefix-bench prefixctl test_model || {
+    cuda_kernels_bench prefixd prefix-bench prefixctl tenant_abuse_test test_model || {
     echo "gpu_check: could not build the CUDA programs in $build (nvcc found when it was" \
       "configured? /usr/local/cuda/bin/nvcc)" >&2
     exit 1
@@ -218,6 +220,17 @@ else
   step chatbot 120 bench/shared_prefix_bench.sh --backend=cpu --model="$model" --quick \
     --json="$out/chatbot.json"
   skip prefill_128 "a GPU figure"
+fi
+# Issue 13: a hostile tenant beside a normal one, on this backend; the normal tenant's p99
+# time to first token against its value alone (the test's report).
+if built tenant_abuse_test; then
+  flags=""
+  [[ $backend == cuda ]] && flags="--backend=cuda --model=$model"
+  step tenant_abuse 150 env PREFIXD_TEST_SERVER="$bin/prefixd" PREFIXD_TEST_SERVER_FLAGS="$flags" \
+    bash -c 'cd "$1" && exec "$2" --gtest_filter="*AHostileTenantHurtsOnlyItself*"' _ \
+    "$out" "$bin/tenant_abuse_test"
+else
+  skip tenant_abuse "$not_built"
 fi
 if [[ $backend == cuda ]] && have_torch; then
   step peer_compiled 150 env OUT="$out" python3 ../shared/peers/hf_compiled.py

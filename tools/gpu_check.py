@@ -184,6 +184,15 @@ def summary(out):
             aims.append(("chatbot workload: TTFT p50 <= 1.3x a 128-token prefill alone",
                          ttft <= 1.3 * ms(p128), f"{ttft:.1f} vs {ms(p128):.1f} ms"))
 
+    abuse = load(out, "tenant_abuse_report.json")
+    if abuse:
+        normal = abuse["normal"]
+        s["tenant_abuse"] = abuse
+        aims.append(("tenants: the normal tenant's p99 TTFT under abuse within 2x its own",
+                     normal["ttft_p99_ratio"] <= 2,
+                     f"{normal['ttft_p99_ratio']:.2f}x ({normal['ttft_p99_ms_under_abuse']:.1f} vs "
+                     f"{normal['ttft_p99_ms_alone']:.1f} ms)"))
+
     s["tests"] = {name: gtest(load(out, f"{name}.json")) for name in ("kernel_tests",
                                                                         "engine_tests")}
     props = (s["tests"].get("engine_tests") or {}).get("properties", {})

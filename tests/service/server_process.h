@@ -5,6 +5,11 @@
 //   httplib::Client http((*server)->http_address());  // /metrics, /dashboard, ...
 //   ...
 //   EXPECT_EQ((*server)->Stop(), 0);  // SIGTERM, drain, exit code
+//
+// Elsewhere than the build tree (scripts/gpu_check.sh runs tenant_abuse_test on the GPU
+// machine), the environment may name another binary, PREFIXD_TEST_SERVER, and flags to add
+// after the test's own, PREFIXD_TEST_SERVER_FLAGS (space-separated; e.g. --backend=cuda
+// --model=random:llama-3-8b).
 #ifndef PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
 #define PREFIXD_TESTS_SERVICE_SERVER_PROCESS_H_
 
@@ -88,6 +93,10 @@ class ServerProcess {
     bool has_threads = false;
     for (const std::string& a : args) has_threads |= a.rfind("--threads", 0) == 0;
     if (!has_threads) args.push_back("--threads=1");
+    if (const char* extra = std::getenv("PREFIXD_TEST_SERVER_FLAGS"); extra != nullptr) {
+      std::istringstream flags(extra);
+      for (std::string flag; flags >> flag;) args.push_back(flag);
+    }
 
     auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
     char log_template[] = "/tmp/prefixd-test-XXXXXX";
@@ -103,7 +112,8 @@ class ServerProcess {
       dup2(log_fd, STDERR_FILENO);
       close(out[0]);
       std::vector<char*> argv;
-      std::string binary = PREFIXD_BINARY;
+      const char* other = std::getenv("PREFIXD_TEST_SERVER");
+      std::string binary = other != nullptr && *other != '\0' ? other : PREFIXD_BINARY;
       argv.push_back(binary.data());
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
