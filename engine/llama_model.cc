@@ -105,15 +105,11 @@ LlamaModel::LlamaModel(const ModelConfig& config, LlamaWeights weights, Backend&
   inv_freq_ = backend.Allocate(DType::kF32, {static_cast<int64_t>(inv_freq.size())});
   backend.CopyFromHost(inv_freq.data(), inv_freq_.view());
 
-  ids_ = backend.Allocate(DType::kI32, {t});
-  positions_ = backend.Allocate(DType::kI32, {t});
-  slots_ = backend.Allocate(DType::kI32, {t});
-  query_start_ = backend.Allocate(DType::kI32, {limits.max_seqs + 1});
-  context_lens_ = backend.Allocate(DType::kI32, {limits.max_seqs});
-  block_tables_ =
-      backend.Allocate(DType::kI32, {int64_t{limits.max_seqs} * limits.max_blocks_per_seq});
-  logit_rows_ = backend.Allocate(DType::kI32, {limits.max_seqs});
-  groups_ = backend.Allocate(DType::kI32, {int64_t{limits.max_seqs} * 3});
+  // tokens, positions, slots; logit rows, query starts, context lengths, groups; tables.
+  const int64_t s = limits.max_seqs;
+  const int64_t meta_ints = 3 * t + s + (s + 1) + s + 3 * s + s * limits.max_blocks_per_seq;
+  step_meta_host_.resize(meta_ints);
+  step_meta_ = backend.Allocate(DType::kI32, {meta_ints});
 
   residual_ = backend.Allocate(act, {t, d});
   hidden_ = backend.Allocate(act, {t, d});
@@ -184,34 +180,43 @@ StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, 
   return p;
 }
 
-AttentionMetadata LlamaModel::Upload(const StepBatch& batch, int context_hint) {
-  auto upload = [&](const std::vector<int32_t>& host, DeviceTensor& dev) {
-    Tensor view(dev.view().data, DType::kI32, {static_cast<int64_t>(host.size())});
-    if (!host.empty()) backend_.CopyFromHost(host.data(), view);
+LlamaModel::StepTensors LlamaModel::Upload(const StepBatch& batch, int context_hint) {
+  int64_t used = 0;
+  auto pack = [&](const std::vector<int32_t>& host) {
+    PREFIXD_CHECK(
+        used + static_cast<int64_t>(host.size()) <= static_cast<int64_t>(step_meta_host_.size()),
+        "step metadata over its buffer");
+    std::copy(host.begin(), host.end(), step_meta_host_.begin() + used);
+    Tensor view(static_cast<int32_t*>(step_meta_.view().data) + used, DType::kI32,
+                {static_cast<int64_t>(host.size())});
+    used += static_cast<int64_t>(host.size());
     return view;
   };
   const int num_seqs = batch.num_seqs();
-  upload(batch.tokens, ids_);
-  upload(batch.positions, positions_);
-  upload(batch.slots, slots_);
-  upload(batch.logit_rows, logit_rows_);
-  AttentionMetadata meta;
+  StepTensors t;
+  t.ids = pack(batch.tokens);
+  t.positions = pack(batch.positions);
+  t.slots = pack(batch.slots);
+  t.logit_rows = pack(batch.logit_rows);
+  AttentionMetadata& meta = t.attention;
   meta.num_seqs = num_seqs;
   meta.num_tokens = batch.num_tokens();
   meta.block_size = kv_.block_size();
   meta.max_blocks_per_seq = batch.max_blocks_per_seq;
-  meta.query_start = upload(batch.query_start, query_start_);
-  meta.context_lens = upload(batch.context_lens, context_lens_);
-  meta.block_tables =
-      upload(batch.block_tables, block_tables_).Reshaped({num_seqs, batch.max_blocks_per_seq});
+  meta.query_start = pack(batch.query_start);
+  meta.context_lens = pack(batch.context_lens);
   if (batch.num_groups() > 0) {
     meta.num_groups = batch.num_groups();
-    meta.groups = upload(batch.groups, groups_).Reshaped({meta.num_groups, 3});
+    meta.groups = pack(batch.groups).Reshaped({meta.num_groups, 3});
     for (int g = 0; g < meta.num_groups; ++g) {
       meta.max_group_seqs =
           std::max(meta.max_group_seqs, batch.groups[3 * g + 1] - batch.groups[3 * g]);
     }
   }
+  meta.block_tables = pack(batch.block_tables).Reshaped({num_seqs, batch.max_blocks_per_seq});
+  // One copy of everything packed.
+  Tensor all(step_meta_.view().data, DType::kI32, {used});
+  backend_.CopyFromHost(step_meta_host_.data(), all);
   for (int s = 0; s < num_seqs; ++s) {
     meta.max_query_len =
         std::max(meta.max_query_len, batch.query_start[s + 1] - batch.query_start[s]);
@@ -222,13 +227,16 @@ AttentionMetadata LlamaModel::Upload(const StepBatch& batch, int context_hint) {
                   " under the step's longest sequence, ", meta.max_context_len);
     meta.max_context_len = context_hint;
   }
-  return meta;
+  return t;
 }
 
-void LlamaModel::RunOps(const AttentionMetadata& meta, int num_tokens, int num_rows) {
-  const Tensor ids = ids_.view().Rows(0, num_tokens);
-  const Tensor positions = positions_.view().Rows(0, num_tokens);
-  const Tensor slots = slots_.view().Rows(0, num_tokens);
+void LlamaModel::RunOps(const StepTensors& step) {
+  const AttentionMetadata& meta = step.attention;
+  const int num_tokens = meta.num_tokens;
+  const int num_rows = static_cast<int>(step.logit_rows.dim(0));
+  const Tensor& ids = step.ids;
+  const Tensor& positions = step.positions;
+  const Tensor& slots = step.slots;
   Tensor residual = residual_.view().Rows(0, num_tokens);
   Tensor hidden = hidden_.view().Rows(0, num_tokens);
   Tensor qkv = qkv_.view().Rows(0, num_tokens);
@@ -259,7 +267,7 @@ void LlamaModel::RunOps(const AttentionMetadata& meta, int num_tokens, int num_r
     backend_.AddRmsNorm(residual, proj, next_norm, eps, hidden);
   }
   if (num_rows == 0) return;
-  const Tensor rows = logit_rows_.view().Rows(0, num_rows);
+  const Tensor& rows = step.logit_rows;
   Tensor last = last_hidden_.view().Rows(0, num_rows);
   Tensor logits = logits_.view().Rows(0, num_rows);
   backend_.GatherRows(hidden, rows, last);
@@ -268,8 +276,8 @@ void LlamaModel::RunOps(const AttentionMetadata& meta, int num_tokens, int num_r
 
 Tensor LlamaModel::ForwardDecodeGraph(const StepBatch& batch, const DecodeGraphShape& shape) {
   const StepBatch padded = PadDecodeBatch(batch, shape, kv_.block_size(), kv_.pad_block());
-  const AttentionMetadata meta = Upload(padded, shape.context);
-  auto run = [&] { RunOps(meta, shape.batch, shape.batch); };
+  const StepTensors step = Upload(padded, shape.context);
+  auto run = [&] { RunOps(step); };
   DecodeGraph& g = decode_graphs_[shape];
   if (g.graph != nullptr && backend_.Replay(*g.graph)) {
     ++graph_stats_.replays;
@@ -305,8 +313,7 @@ Tensor LlamaModel::Forward(const StepBatch& batch) {
       return ForwardDecodeGraph(batch, *shape);
     }
   }
-  const AttentionMetadata meta = Upload(batch, /*context_hint=*/0);
-  RunOps(meta, num_tokens, num_rows);
+  RunOps(Upload(batch, /*context_hint=*/0));
   return logits_.view().Rows(0, num_rows);
 }
 

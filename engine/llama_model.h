@@ -111,12 +111,18 @@ class LlamaModel {
   Backend& backend() { return backend_; }
 
  private:
-  // Uploads the step's metadata into the fixed device buffers; the attention hints are the
-  // batch's own, or `context_hint` when given (a graph's shape).
-  AttentionMetadata Upload(const StepBatch& batch, int context_hint);
-  // Queues every op of a step of `num_tokens` tokens and `num_rows` logit rows (the rows in
-  // logit_rows_); the same tensors for the same sizes, so a graph can record them.
-  void RunOps(const AttentionMetadata& meta, int num_tokens, int num_rows);
+  // The step's metadata on the device: views into step_meta_.
+  struct StepTensors {
+    Tensor ids, positions, slots, logit_rows;
+    AttentionMetadata attention;
+  };
+  // Uploads the step's metadata in one copy: its arrays packed one after the other into
+  // step_meta_, so the same sizes give the same addresses (what a graph replays). The
+  // attention hints are the batch's own, or `context_hint` when given (a graph's shape).
+  StepTensors Upload(const StepBatch& batch, int context_hint);
+  // Queues every op of a step; the same tensors for the same sizes, so a graph can record
+  // them.
+  void RunOps(const StepTensors& step);
   Tensor ForwardDecodeGraph(const StepBatch& batch, const DecodeGraphShape& shape);
 
   const ModelConfig config_;
@@ -127,9 +133,10 @@ class LlamaModel {
   const AttentionShape shape_;
 
   DeviceTensor inv_freq_;  // [d/2] f32
+  // A step's int32 metadata, packed (Upload), on the host and the device; sized for limits_.
+  std::vector<int32_t> step_meta_host_;
+  DeviceTensor step_meta_;
   // Scratch, sized for limits_ once; each step uses the leading rows.
-  DeviceTensor ids_, positions_, slots_, query_start_, context_lens_, block_tables_, logit_rows_,
-      groups_;
   DeviceTensor residual_, hidden_, qkv_, attn_, proj_, gate_up_, act_, last_hidden_, logits_;
 
   struct DecodeGraph {
