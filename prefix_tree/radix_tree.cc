@@ -54,11 +54,11 @@ struct RadixNode {
   int32_t ref_count = 0;  // PrefixMatches whose path includes this node
   int32_t pin_count = 0;  // Pins whose path includes this node
   uint64_t last_access = 0;
-  uint64_t id = 0;  // creation order: breaks LRU ties deterministically
+  uint64_t id = 0;           // creation order: breaks LRU ties deterministically
   bool in_lru = false;       // in the device eviction order
   bool in_host_lru = false;  // in the host tier's
-  int64_t hits = 0;    // Matches that used every block of this edge (and so its whole path)
-  absl::Time created;  // when the edge's first block was cached
+  int64_t hits = 0;          // Matches that used every block of this edge (and so its whole path)
+  absl::Time created;        // when the edge's first block was cached
   absl::Time last_hit = absl::InfinitePast();  // the latest of those Matches
 
   int num_blocks() const { return static_cast<int>(blocks.size()); }
