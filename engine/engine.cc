@@ -234,6 +234,7 @@ void Engine::PublishStats(const StepReport* step) {
   s.cache = cache_->Stats();
   if (host_kv_ != nullptr) s.host_kv = host_kv_->stats();
   s.counters = scheduler_->counters();
+  s.decode_graphs = model_->decode_graph_stats();
   s.running = scheduler_->num_running();
   s.waiting = scheduler_->num_waiting();
   absl::MutexLock lock(&mu_);

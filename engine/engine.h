@@ -70,6 +70,7 @@ struct EngineStats {
   CacheStats cache;
   HostKvStats host_kv;  // all 0 without a host tier
   SchedulerCounters counters;
+  DecodeGraphStats decode_graphs;  // all 0 where the backend records no graphs
   int running = 0;
   int waiting = 0;
   StepReport last_step;

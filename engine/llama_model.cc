@@ -149,19 +149,20 @@ std::optional<DecodeGraphShape> DecodeGraphShapeFor(const StepBatch& batch,
   return shape;
 }
 
-StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
-                         int32_t pad_block) {
+void PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
+                    int32_t pad_block, StepBatch& p) {
   const int n = batch.num_seqs(), width = shape.context / block_size;
   PREFIXD_CHECK(
       n <= shape.batch && batch.max_blocks_per_seq <= width && shape.context % block_size == 0,
       "a decode step of ", n, " sequences and ", batch.max_blocks_per_seq,
       " blocks each does not fit the graph of ", shape.batch, " x ", shape.context);
-  StepBatch p;
+  // Assignments, not new vectors: `p` is reused step after step and keeps its capacity.
   p.tokens = batch.tokens;
   p.positions = batch.positions;
   p.slots = batch.slots;
   p.query_start = batch.query_start;
   p.context_lens = batch.context_lens;
+  p.groups.clear();
   p.tokens.resize(shape.batch, 0);
   p.positions.resize(shape.batch, 0);
   p.slots.resize(shape.batch, pad_block * block_size);
@@ -177,7 +178,6 @@ StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, 
   }
   p.logit_rows.resize(shape.batch);
   std::iota(p.logit_rows.begin(), p.logit_rows.end(), 0);
-  return p;
 }
 
 LlamaModel::StepTensors LlamaModel::Upload(const StepBatch& batch, int context_hint) {
@@ -275,8 +275,8 @@ void LlamaModel::RunOps(const StepTensors& step) {
 }
 
 Tensor LlamaModel::ForwardDecodeGraph(const StepBatch& batch, const DecodeGraphShape& shape) {
-  const StepBatch padded = PadDecodeBatch(batch, shape, kv_.block_size(), kv_.pad_block());
-  const StepTensors step = Upload(padded, shape.context);
+  PadDecodeBatch(batch, shape, kv_.block_size(), kv_.pad_block(), padded_);
+  const StepTensors step = Upload(padded_, shape.context);
   auto run = [&] { RunOps(step); };
   DecodeGraph& g = decode_graphs_[shape];
   if (g.graph != nullptr && backend_.Replay(*g.graph)) {

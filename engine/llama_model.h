@@ -78,11 +78,12 @@ struct DecodeGraphShape {
 std::optional<DecodeGraphShape> DecodeGraphShapeFor(const StepBatch& batch,
                                                     const ModelLimits& limits, int block_size);
 
-// `batch` padded to `shape`: its sequences, then one-token sequences at position 0 whose K/V
-// goes to `pad_block` (token 0, context 1, every block table entry pad_block); block tables
-// shape.context / block_size wide; a logit row per sequence, padding included.
-StepBatch PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
-                         int32_t pad_block);
+// `batch` padded to `shape`, into `padded` (reused from step to step): its sequences, then
+// one-token sequences at position 0 whose K/V goes to `pad_block` (token 0, context 1, every block
+// table entry pad_block); block tables shape.context / block_size wide; a logit row per sequence,
+// padding included.
+void PadDecodeBatch(const StepBatch& batch, const DecodeGraphShape& shape, int block_size,
+                    int32_t pad_block, StepBatch& padded);
 
 // What the decode graphs have done since the model was made.
 struct DecodeGraphStats {
@@ -144,6 +145,7 @@ class LlamaModel {
     std::unique_ptr<OpGraph> graph;
   };
   std::map<DecodeGraphShape, DecodeGraph> decode_graphs_;
+  StepBatch padded_;  // the decode step padded to its graph's shape
   DecodeGraphStats graph_stats_;
 };
 

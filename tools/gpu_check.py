@@ -101,7 +101,8 @@ def summary(out):
     for name, b in bench.items():
         if name.startswith("BM_Decode/batch:"):
             batch = int(name.split(":")[1].split("/")[0])
-            d = {"tokens_per_s": b["tokens_per_second"], "step_ms": b["step_ms"]}
+            d = {"tokens_per_s": b["tokens_per_second"], "step_ms": b["step_ms"],
+                 "graph_replays_per_step": b.get("graph_replays_per_step", 0)}
             if bw and "weight_bytes" in b:
                 context = b["context"] + b.get("new_tokens", 0) / 2  # the run's average
                 step_bytes = b["weight_bytes"] + batch * context * b["kv_bytes_per_token"]
@@ -224,6 +225,7 @@ def summary(out):
         line = f"decode batch {batch:>3}: {d['tokens_per_s']:9.1f} tok/s, {d['step_ms']:.2f} ms/step"
         if "pct_of_bound" in d:
             line += f", {d['pct_of_bound']:.0f} % of the bound ({d['bound_step_ms']:.2f} ms)"
+        line += f", {d['graph_replays_per_step']:.0%} of steps replayed a graph"
         if "graphs_speedup" in d:
             line += f", {d['graphs_speedup']:.2f}x the speed without CUDA graphs"
         if "vs_compiled_transformers" in d:

@@ -215,6 +215,12 @@ void BM_Decode(benchmark::State& state) {
       static_cast<double>(config.NumParameters()) * static_cast<double>(DTypeSize(dtype));
   state.counters["kv_bytes_per_token"] =
       static_cast<double>(KvCache::BytesPerBlock(config, 16, dtype)) / 16;
+  // Decode steps replayed as CUDA graphs (0 where the backend records none).
+  const EngineStats stats = engine->Stats();
+  state.counters["graph_replays_per_step"] =
+      stats.counters.steps > 0
+          ? static_cast<double>(stats.decode_graphs.replays) / stats.counters.steps
+          : 0;
   state.counters["context"] = context;
   state.counters["new_tokens"] = new_tokens;
   state.counters["tokens_per_second"] = seconds > 0 ? tokens / seconds : 0;

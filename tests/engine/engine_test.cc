@@ -605,6 +605,11 @@ TEST(EngineTest, DecodeGraphsGiveThePlainOutput) {
     recorder->MoveScratch();  // every graph recorded so far is now refused
   }
   EXPECT_TRUE(engine->CheckInvariants().ok());
+  // The engine's own count of its graphs agrees with what the backend saw.
+  const DecodeGraphStats graphs = engine->Stats().decode_graphs;
+  EXPECT_EQ(graphs.captures, recorder->captures());
+  EXPECT_EQ(graphs.replays, recorder->replays());
+  EXPECT_GT(graphs.plain_runs, 0);
 
   // Off: no graph at all.
   EngineOptions off = TestOptions();

@@ -308,7 +308,8 @@ TEST(DecodeGraphTest, OnlyDecodeStepsThatWantEveryLogitHaveAShape) {
 
 TEST(DecodeGraphTest, PaddingAddsOneTokenSequencesOnThePadBlock) {
   const StepBatch batch = DecodeStep({20, 40, 3});
-  const StepBatch padded = PadDecodeBatch(batch, DecodeGraphShape{8, 512}, 16, /*pad_block=*/999);
+  StepBatch padded;
+  PadDecodeBatch(batch, DecodeGraphShape{8, 512}, 16, /*pad_block=*/999, padded);
   EXPECT_EQ(padded.num_seqs(), 8);
   EXPECT_EQ(padded.num_tokens(), 8);
   EXPECT_EQ(padded.tokens, (std::vector<int32_t>{1, 2, 3, 0, 0, 0, 0, 0}));
@@ -331,6 +332,19 @@ TEST(DecodeGraphTest, PaddingAddsOneTokenSequencesOnThePadBlock) {
   EXPECT_EQ(row(2), (std::vector<int32_t>{200, 999, 999, 999}));
   EXPECT_EQ(row(7), (std::vector<int32_t>{999, 999, 999, 999}));
   EXPECT_EQ(padded.block_tables.back(), 999);
+
+  // Reused for another step (as the model reuses its buffer), nothing of the first is left.
+  const StepBatch other = DecodeStep({5});
+  StepBatch fresh;
+  PadDecodeBatch(other, DecodeGraphShape{2, 512}, 16, 7, fresh);
+  PadDecodeBatch(other, DecodeGraphShape{2, 512}, 16, 7, padded);
+  EXPECT_EQ(padded.tokens, fresh.tokens);
+  EXPECT_EQ(padded.slots, fresh.slots);
+  EXPECT_EQ(padded.query_start, fresh.query_start);
+  EXPECT_EQ(padded.context_lens, fresh.context_lens);
+  EXPECT_EQ(padded.block_tables, fresh.block_tables);
+  EXPECT_EQ(padded.logit_rows, fresh.logit_rows);
+  EXPECT_EQ(padded.query_start, (std::vector<int32_t>{0, 1, 2}));
 }
 
 // The padded step, run on the CPU as a graph would run it on the GPU (the same batch, the
@@ -374,7 +388,8 @@ TEST(DecodeGraphTest, APaddedDecodeStepComputesTheSameLogits) {
   ASSERT_TRUE(shape.has_value());
   EXPECT_EQ(shape->batch, 4);
   EXPECT_EQ(shape->context, 512);
-  const StepBatch padded = PadDecodeBatch(decode, *shape, kBlockSize, kv.pad_block());
+  StepBatch padded;
+  PadDecodeBatch(decode, *shape, kBlockSize, kv.pad_block(), padded);
   const Tensor logits = model.Forward(padded);  // writes the same K/V again, and the pad's
   ASSERT_EQ(logits.dim(0), 4);
   std::vector<float> got(logits.numel());
